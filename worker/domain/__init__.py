@@ -1,0 +1,1 @@
+"""Plain-Python domain of callsync: no I/O, no frameworks."""

@@ -1,0 +1,1 @@
+"""Declarative field mappings: load, validate and render mappings/*.yaml."""
