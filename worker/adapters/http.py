@@ -1,0 +1,136 @@
+"""What every CRM request shares: one pooled session, explicit timeouts, error classes, timing.
+
+A remote error is classified once, here, into the three classes the service acts on:
+transient (try again later), permanent (the request itself is wrong; do not repeat it) and auth
+(the credentials are wrong; park until an operator fixes them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from worker.adapters.repository import RequestRecord
+
+TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+AUTH_STATUSES = {401, 403}
+
+
+class ErrorKind(StrEnum):
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    AUTH = "auth"
+
+
+class RemoteError(Exception):
+    """A CRM said no, or did not answer. The message never holds a secret or a request body."""
+
+    def __init__(
+        self, crm: str, kind: ErrorKind, message: str, *, status: int | None = None,
+        request_id: str | None = None, retry_after: float | None = None,
+        maybe_applied: bool = False,
+    ) -> None:
+        self.crm = crm
+        self.kind = kind
+        self.status = status
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.maybe_applied = maybe_applied   # the request may have taken effect (a lost answer)
+        super().__init__(message)
+
+
+def classify_status(status: int) -> ErrorKind:
+    if status in AUTH_STATUSES:
+        return ErrorKind.AUTH
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return ErrorKind.TRANSIENT
+    return ErrorKind.PERMANENT
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP-date: rare from these CRMs; fall back to our own back-off
+
+
+def make_session(pool_size: int = 32) -> requests.Session:
+    """One keep-alive pool per client. Retries are ours (by error class), never urllib3's."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+Recorder = Callable[[RequestRecord], None]
+
+
+class JsonHttp:
+    """Sends JSON, times it, reports each request to `recorder`, turns failures into RemoteError."""
+
+    def __init__(
+        self, crm: str, root: str, *, timeout: tuple[float, float],
+        headers: dict[str, str] | None = None, auth: Any = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.crm = crm
+        self.root = root.rstrip("/")
+        self.timeout = timeout
+        self.session = session or make_session()
+        self.session.headers.update(headers or {})
+        self.session.auth = auth
+
+    def request(
+        self, method: str, path: str, *, recorder: Recorder | None = None,
+        json_body: Any = None, params: dict[str, str] | None = None,
+        describe_error: Callable[[requests.Response], str] | None = None,
+    ) -> requests.Response:
+        started = time.perf_counter()
+        try:
+            response = self.session.request(
+                method, f"{self.root}/{path}", json=json_body, params=params,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            message = f"{method} {path}: no answer ({type(exc).__name__})"
+            if recorder:
+                recorder(RequestRecord(self.crm, method, path, None, elapsed, message))
+            # A write that timed out or lost its connection may have been applied.
+            sent = not isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError)
+            raise RemoteError(
+                self.crm, ErrorKind.TRANSIENT, message, maybe_applied=sent and method != "GET"
+            ) from None
+        elapsed = (time.perf_counter() - started) * 1000
+        error = None
+        if response.status_code >= 400:
+            detail = describe_error(response) if describe_error else response.text[:500]
+            error = f"{method} {path}: HTTP {response.status_code}: {detail}"
+        if recorder:
+            recorder(RequestRecord(
+                self.crm, method, path, response.status_code, elapsed, error
+            ))
+        if error is not None:
+            kind = classify_status(response.status_code)
+            raise RemoteError(
+                self.crm, kind, error, status=response.status_code,
+                request_id=_request_id(response),
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                maybe_applied=kind is ErrorKind.TRANSIENT and method != "GET",
+            )
+        return response
+
+
+def _request_id(response: requests.Response) -> str | None:
+    for header in ("X-ORACLE-DMS-ECID", "X-Request-Id", "X-Correlation-Id"):
+        if header in response.headers:
+            return response.headers[header]
+    return None

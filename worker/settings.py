@@ -1,0 +1,111 @@
+"""Configuration, from environment variables (and an optional `.env` file) only.
+
+Validated once at start-up: a missing or malformed setting is reported by its variable name,
+and secrets are held as `SecretStr` so they never print in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+
+
+class SettingsError(RuntimeError):
+    """The environment does not describe a runnable callsync; the message names each variable."""
+
+
+class BaseConfig(BaseSettings):
+    """What every process needs, CRM or not: the broker and the database."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    celery_broker_url: str = "redis://localhost:6379/0"
+    celery_visibility_timeout: int = Field(default=3600, ge=30)
+    database_url: str = "sqlite:///callsync.db"
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    log_level: str = "INFO"
+
+
+class Settings(BaseConfig):
+    """The whole configuration of a worker: refuses to exist without the CRM settings."""
+
+    oracle_base_url: AnyHttpUrl
+    oracle_rest_version: str = "11.13.18.05"
+    oracle_rest_framework_version: int = Field(default=4, ge=1, le=9)
+    oracle_username: str | None = None
+    oracle_password: SecretStr | None = None
+    oracle_token: SecretStr | None = None
+    oracle_phone_channel_id: int | None = None
+
+    caliq_base_url: AnyHttpUrl
+    caliq_api_key: SecretStr
+    caliq_channel_id: int
+    caliq_duplicate_pattern: str = "already exists"
+
+    callsync_mappings_dir: Path = REPO_MAPPINGS
+    http_connect_timeout: float = Field(default=5.0, gt=0)
+    http_read_timeout: float = Field(default=30.0, gt=0)
+    lease_seconds: int = Field(default=120, ge=2)
+    retry_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    retry_max_attempts: int = Field(default=25, ge=1)
+
+    def secrets(self) -> tuple[str, ...]:
+        values = (self.oracle_password, self.oracle_token, self.caliq_api_key)
+        return tuple(v.get_secret_value() for v in values if v is not None)
+
+    @model_validator(mode="after")
+    def _oracle_credentials(self) -> Settings:
+        basic = self.oracle_username is not None and self.oracle_password is not None
+        if not basic and self.oracle_token is None:
+            raise ValueError(
+                "set ORACLE_USERNAME and ORACLE_PASSWORD (Basic auth) or ORACLE_TOKEN (Bearer)"
+            )
+        if not self.callsync_mappings_dir.is_dir():
+            raise ValueError(
+                f"CALLSYNC_MAPPINGS_DIR={self.callsync_mappings_dir}: not a directory"
+            )
+        return self
+
+    @property
+    def oracle_api_root(self) -> str:
+        host = str(self.oracle_base_url).rstrip("/")
+        return f"{host}/crmRestApi/resources/{self.oracle_rest_version}"
+
+    @property
+    def caliq_root(self) -> str:
+        return str(self.caliq_base_url).rstrip("/")
+
+    def mapping_settings(self) -> dict[str, object]:
+        """The values mapping files may read as `settings.<name>`: never a secret."""
+        return {
+            "oracle_phone_channel_id": self.oracle_phone_channel_id,
+            "caliq_channel_id": self.caliq_channel_id,
+        }
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the environment variable, never echoing a value."""
+    lines = []
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+        problem = "is required but not set" if err["type"] == "missing" else err["msg"]
+        lines.append(f"  {name}: {problem}")
+    return "invalid callsync configuration:\n" + "\n".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
