@@ -1,0 +1,85 @@
+"""The Celery application: broker, serialisation and delivery guarantees, in one place.
+
+`celery -A worker worker -Q callsync` finds it as `worker.app`. Configuration comes only from the
+environment (worker.settings). At worker start the full settings and the mapping files are
+validated, and the embedded SQLite is migrated; a worker with a broken configuration refuses to
+start, naming each bad setting.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery import Celery, signals
+
+from worker.settings import BaseConfig, SettingsError
+
+QUEUE = "callsync"
+
+
+def make_app(config: BaseConfig | None = None) -> Celery:
+    config = config or BaseConfig()
+    app = Celery("callsync", broker=config.celery_broker_url, include=["worker.tasks"])
+    visibility = {"visibility_timeout": config.celery_visibility_timeout}
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        task_routes={"callsync.*": {"queue": QUEUE}},
+        # At-least-once delivery: ack after the work, requeue if the child dies mid-task.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # The visibility timeout must be the same everywhere Celery looks for it.
+        broker_transport_options=visibility,
+        result_backend_transport_options=visibility,
+        visibility_timeout=config.celery_visibility_timeout,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "callsync-sweep": {
+                "task": "callsync.sweep",
+                "schedule": config.sweep_interval_seconds,
+                "options": {"queue": QUEUE, "expires": config.sweep_interval_seconds},
+            },
+        },
+        timezone="UTC",
+    )
+    return app
+
+
+app = make_app()
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    from worker.logs import configure_logging
+
+    base = BaseConfig()
+    secrets: tuple[str, ...] = ()
+    try:
+        from worker.settings import get_settings
+
+        secrets = get_settings().secrets()
+    except SettingsError:
+        pass  # reported by _check_configuration, which stops the worker
+    configure_logging(base.log_level, secrets)
+
+
+@signals.worker_init.connect
+def _check_configuration(**_: Any) -> None:
+    """Refuse to start on a bad configuration; migrate the embedded database."""
+    from worker.bootstrap import prepare_database
+    from worker.mapping import MappingError, load_mappings
+    from worker.settings import get_settings
+
+    try:
+        settings = get_settings()
+        load_mappings(settings.callsync_mappings_dir, settings.mapping_settings())
+    except (SettingsError, MappingError) as exc:
+        print(f"callsync worker cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    prepare_database(settings.database_url)

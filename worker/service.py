@@ -1,0 +1,295 @@
+"""The service layer: receive an event, then drive its thread until nothing more can be done.
+
+Thin orchestration over the pure domain (worker.domain), the mapping layer (worker.mapping) and
+the adapters (worker.adapters). Celery tasks and the CLI call these functions and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.adapters import repository as repo
+from worker.adapters.caliq import CaliqClient
+from worker.adapters.http import ErrorKind, Recorder, RemoteError
+from worker.adapters.oracle import OracleClient
+from worker.domain.events import EventError, validate_event
+from worker.domain.plan import CallState, LegState, Step, StepKind, ThreadState, next_step
+from worker.mapping import Mappings, PayloadError
+
+log = structlog.get_logger("callsync")
+
+RETRY_BASE_SECONDS = 2.0
+
+
+def utcnow() -> datetime:
+    """Naive UTC: what the DateTime columns hold on both SQLite and PostgreSQL."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Services:
+    """Everything the service layer talks to, built once per process (see worker.bootstrap)."""
+
+    sessions: sessionmaker[Session]
+    oracle: OracleClient
+    caliq: CaliqClient
+    mappings: Mappings
+    lease: timedelta = timedelta(seconds=120)
+    retry_backoff_max: float = 300.0
+    retry_max_attempts: int = 25
+    secrets: tuple[str, ...] = ()
+    clock: Callable[[], datetime] = utcnow
+    owner: str = field(default_factory=lambda: f"{uuid.uuid4().hex[:12]}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def scrub(self, text: str) -> str:
+        """Belt and braces: no secret survives into a stored or logged message."""
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+# --- receiving ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    outcome: str                 # accepted | duplicate | stale | rejected
+    thread_key: str | None = None
+    interaction_id: str | None = None
+    error: str | None = None
+
+
+def receive_event(
+    svc: Services, raw: Any, *, source: str = "queue", task_id: str | None = None
+) -> Received:
+    """Journal the event (always), and for a valid one record its call and thread."""
+    payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
+    try:
+        event = validate_event(json.loads(raw) if isinstance(raw, str) else raw)
+    except (EventError, json.JSONDecodeError) as exc:
+        call_id = raw.get("interaction_id") if isinstance(raw, dict) else None
+        call_id = call_id if isinstance(call_id, str) else None
+        error = svc.scrub(str(exc) if isinstance(exc, EventError)
+                          else f"event: not valid JSON ({exc.msg})")
+        with svc.transaction() as s:
+            repo.journal_rejected(s, payload=payload, error=error, source=source,
+                                  task_id=task_id, interaction_id=call_id, now=svc.clock())
+        log.warning("event rejected", interaction_id=call_id, error=error)
+        return Received("rejected", interaction_id=call_id, error=error)
+    with svc.transaction() as s:
+        outcome = repo.accept_event(s, event, payload=payload, source=source, task_id=task_id,
+                                    now=svc.clock())
+        thread_key = repo.thread_of(s, event.interaction_id)
+    log.info("event received", interaction_id=event.interaction_id, thread=thread_key,
+             status=event.status.name, outcome=outcome)
+    return Received(outcome, thread_key, event.interaction_id)
+
+
+# --- driving a thread -----------------------------------------------------------------------
+
+
+@dataclass
+class Driven:
+    thread_key: str
+    busy: bool = False           # another worker holds the thread; it will see our event
+    steps: int = 0
+    retry_at: datetime | None = None  # the earliest back-off that ends, if any leg waits
+
+
+def drive_thread(svc: Services, thread_key: str) -> Driven:
+    """Do everything the thread needs now, under its lease; never twice, never concurrently."""
+    result = Driven(thread_key)
+    with svc.transaction() as s:
+        claim = repo.claim_thread(s, thread_key, svc.owner, svc.clock(), svc.lease)
+    if claim is None:
+        result.busy = True
+        return result
+    bound = log.bind(thread=thread_key)
+    if claim.took_over:
+        bound.warning("lease taken over from a worker that did not finish")
+    version = claim.version
+    while True:
+        with svc.transaction() as s:
+            thread = repo.load_thread(s, thread_key)
+        while (step := next_step(thread, svc.clock())) is not None:
+            if not _run_step(svc, claim, thread, step, recovering=claim.took_over):
+                bound.warning("lease lost; stopping")
+                return result
+            result.steps += 1
+        with svc.transaction() as s:
+            repo.save_sync_states(s, thread, svc.clock())
+            if repo.release_thread(s, claim, version):
+                break
+            version = repo.thread_version(s, thread_key)  # new events arrived: look again
+    result.retry_at = min(
+        (leg.next_attempt_at for call in thread.calls.values() for leg in call.legs.values()
+         if leg.state is LegState.RETRY and leg.next_attempt_at is not None),
+        default=None,
+    )
+    return result
+
+
+def _run_step(
+    svc: Services, claim: repo.Claim, thread: ThreadState, step: Step, *, recovering: bool
+) -> bool:
+    call = thread.calls[step.call_id]
+    leg = call.legs[step.leg]
+    requests: list[repo.RequestRecord] = []
+    bound = log.bind(interaction_id=call.interaction_id, thread=thread.key, leg=step.leg,
+                     step=step.kind.value)
+    error_kind: str | None = None
+    request_id: str | None = None
+    try:
+        changed = _perform(svc, thread, call, step, recovering, requests.append)
+        bound.info("step done", remote_id=call.legs[step.leg].remote_id)
+    except RemoteError as exc:
+        changed = {step.leg}
+        error_kind, request_id = exc.kind.value, exc.request_id
+        _record_failure(svc, leg, exc)
+        bound.warning("step failed", error_kind=exc.kind.value, error=leg.error,
+                      attempts=leg.attempts, next_attempt_at=leg.next_attempt_at)
+    except PayloadError as exc:
+        changed = {step.leg}
+        error_kind = ErrorKind.PERMANENT.value
+        leg.attempts += 1
+        leg.state, leg.error = LegState.FAILED, svc.scrub(str(exc))
+        bound.warning("step failed", error_kind=error_kind, error=leg.error)
+    now = svc.clock()
+    with svc.transaction() as s:
+        repo.save_step(s, thread, call, sorted(changed), requests, now=now,
+                       error_kind=error_kind, request_id=request_id)
+        return repo.renew_lease(s, claim, now, svc.lease)
+
+
+def _record_failure(svc: Services, leg: Any, exc: RemoteError) -> None:
+    leg.attempts += 1
+    leg.error = svc.scrub(str(exc))
+    if exc.kind is ErrorKind.AUTH:
+        leg.state, leg.next_attempt_at = LegState.PARKED, None
+    elif exc.kind is ErrorKind.PERMANENT:
+        leg.state, leg.next_attempt_at = LegState.FAILED, None
+    elif leg.attempts >= svc.retry_max_attempts:
+        leg.state, leg.next_attempt_at = LegState.FAILED, None
+        leg.error = f"gave up after {leg.attempts} attempts: {leg.error}"
+    else:
+        leg.state = LegState.RETRY
+        leg.next_attempt_at = svc.clock() + timedelta(
+            seconds=backoff_seconds(leg.attempts, exc.retry_after, svc.retry_backoff_max)
+        )
+
+
+def backoff_seconds(attempts: int, retry_after: float | None, cap: float) -> float:
+    """Exponential back-off with equal jitter, never sooner than the CRM's Retry-After."""
+    ceiling = min(cap, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+    return max(delay, retry_after or 0.0)
+
+
+def _done(call: CallState, *legs: str, remote_id: str | None) -> set[str]:
+    for name in legs:
+        leg = call.legs[name]
+        leg.state, leg.remote_id, leg.error, leg.next_attempt_at = (
+            LegState.DONE, remote_id, None, None
+        )
+    return set(legs)
+
+
+def _perform(
+    svc: Services, thread: ThreadState, call: CallState, step: Step, recovering: bool,
+    record: Recorder,
+) -> set[str]:
+    """One foreign mutation. Creates look their record up first when an earlier try may have
+    landed (a lost answer, or a worker that died mid-request), so a retry never duplicates."""
+    oracle, m, event = svc.oracle, svc.mappings, call.event
+    leg = call.legs[step.leg]
+    suspect = recovering or leg.maybe_applied
+    closes = ("oracle_interaction", "oracle_end") if call.stopped else ("oracle_interaction",)
+    kind = step.kind
+
+    if kind is StepKind.CREATE_TOP_LEVEL:
+        body = m.oracle_interaction(event, thread_key=thread.key, closed=call.stopped)
+        found = oracle.find_interaction(call.interaction_id, record) if suspect else None
+        if found is None and suspect and thread.key != call.interaction_id:
+            placeholder = oracle.find_interaction(thread.key, record)
+            if placeholder is not None:  # a consult's placeholder landed: adopt it next
+                thread.top_level_id = placeholder
+                return set()
+        interaction_id = found or oracle.create_interaction(body, record)
+        thread.top_level_id, thread.top_level_call_id = interaction_id, call.interaction_id
+        return _done(call, *closes, remote_id=str(interaction_id))
+
+    if kind is StepKind.CREATE_PLACEHOLDER:
+        found = oracle.find_interaction(thread.key, record) if suspect else None
+        thread.top_level_id = found or oracle.create_interaction(
+            m.oracle_thread_placeholder(thread.key, event), record
+        )
+        leg.attempts, leg.state, leg.error = 0, LegState.PENDING, None
+        return {step.leg}
+
+    if kind is StepKind.ADOPT_TOP_LEVEL:
+        assert thread.top_level_id is not None
+        body = m.oracle_interaction(event, thread_key=thread.key, closed=call.stopped)
+        oracle.update_interaction(thread.top_level_id, body, record)
+        thread.top_level_call_id = call.interaction_id
+        return _done(call, *closes, remote_id=str(thread.top_level_id))
+
+    if kind is StepKind.CREATE_CHILD:
+        assert thread.top_level_id is not None
+        body = m.oracle_interaction(event, thread_key=thread.key, closed=call.stopped)
+        found = oracle.find_interaction(call.interaction_id, record) if suspect else None
+        child_id = found or oracle.create_child_interaction(thread.top_level_id, body, record)
+        return _done(call, *closes, remote_id=str(child_id))
+
+    if kind is StepKind.END_INTERACTION:
+        interaction_id = call.oracle_interaction_id
+        assert interaction_id is not None
+        oracle.update_interaction(
+            interaction_id, m.oracle_interaction_end(event, thread_key=thread.key), record
+        )
+        return _done(call, "oracle_end", remote_id=str(interaction_id))
+
+    if kind is StepKind.CREATE_PHONE_CALL:
+        interaction_id = call.oracle_interaction_id
+        assert interaction_id is not None
+        body = m.oracle_phone_call(event, interaction_id=interaction_id)
+        found = oracle.find_phone_call(call.interaction_id, record) if suspect else None
+        phone_call_id = found or oracle.create_phone_call(body, record)
+        return _done(call, "oracle_phone_call", remote_id=str(phone_call_id))
+
+    if kind is StepKind.CREATE_CALIQ:
+        svc.caliq.create_interaction(m.caliq_interaction(event), record)
+        return _done(call, "caliq", remote_id=call.interaction_id)
+
+    raise AssertionError(f"unknown step {kind}")
+
+
+def handle_event(
+    svc: Services, raw: Any, *, source: str = "queue", task_id: str | None = None
+) -> tuple[Received, Driven | None]:
+    """Receive one event and drive its thread: what a Celery task or `callsync sync` runs."""
+    received = receive_event(svc, raw, source=source, task_id=task_id)
+    if received.thread_key is None:
+        return received, None
+    return received, drive_thread(svc, received.thread_key)
+
+
+def due_threads(svc: Services, *, quiet_for: timedelta = timedelta(seconds=60),
+                limit: int = 500) -> list[str]:
+    with svc.transaction() as s:
+        return repo.threads_due(s, svc.clock(), quiet_for, limit)
