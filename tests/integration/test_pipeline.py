@@ -1,0 +1,209 @@
+"""The service layer end to end over a real database (SQLite and PostgreSQL) and real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+
+import pytest
+from sqlalchemy import select
+
+from tests.factories import call_events, event, stream, thread_events
+from worker.adapters.models import CallRow, JournalRow, LegRow, RequestRow
+from worker.domain.events import Status
+from worker.sandbox.admin import SimulatorAdmin
+from worker.service import handle_event
+
+
+def crm_state(sims) -> tuple[dict, dict]:
+    return SimulatorAdmin(sims.oracle_url).state(), SimulatorAdmin(sims.caliq_url).state()
+
+
+def crm_requests(sims) -> list[dict]:
+    return (SimulatorAdmin(sims.oracle_url).requests_log()
+            + SimulatorAdmin(sims.caliq_url).requests_log())
+
+
+def apply(svc, events):
+    return [handle_event(svc, e)[0] for e in events]
+
+
+def by_media_item(oracle: dict) -> dict[str, dict]:
+    items = {}
+    for item in oracle["interactions"]:
+        assert item["MediaItemId"] not in items, f"duplicate interaction {item['MediaItemId']}"
+        items[item["MediaItemId"]] = item
+    return items
+
+
+def test_one_call_becomes_interaction_phone_call_and_caliq(make_services, simulators):
+    svc = make_services()
+    apply(svc, call_events("call-1"))
+    oracle, caliq = crm_state(simulators)
+    [interaction] = oracle["interactions"]
+    assert interaction["OriginalSystemReference"] == "call-1"
+    assert interaction["MediaItemId"] == "call-1"
+    assert interaction["StatusCd"] == "ORA_SVC_CLOSED"
+    assert interaction["EndTime"]
+    assert interaction["DirectionCd"] == "ORA_SVC_INBOUND"
+    [phone_call] = oracle["phoneCalls"]
+    assert phone_call["ExternalSystemCallId"] == "call-1"
+    assert phone_call["InteractionId"] == interaction["InteractionId"]
+    assert phone_call["RecordingURL"].endswith("call-1.wav")
+    messages = phone_call["TranscriptMessage"]
+    texts = [base64.b64decode(m["MessageContent"]).decode() for m in messages]
+    assert len(texts) == 8
+    assert texts[0].startswith("Thank you for calling")
+    assert "4111 1111 1111 1111" not in " ".join(texts)  # redacted before it left callsync
+    assert "1111" in texts[3]
+    assert [m["PostedByDisplayName"] for m in phone_call["TranscriptMessage"][:2]] == [
+        "Agent", "Customer"]
+    [created] = caliq["interactions"]
+    assert created["UniqueID"] == "call-1"
+    assert created["Kind"] == "C"
+    assert created["ChannelID"] == 1
+    assert created["CustomerID"] == 4242
+    assert created["ContactedBy"] == "E101"
+    assert (created["ContactedFirstName"], created["ContactedSurname"]) == ("Ada", "Lovelace")
+    assert "4111 1111 1111 1111" not in created.get("Notes", "")
+    methods = [(r["method"], r["path"].split("/")[-1]) for r in crm_requests(simulators)]
+    assert len(methods) == 4, methods   # POST interaction, PATCH end, POST phoneCall, POST Caliq
+
+
+def test_stopped_first_needs_three_requests(make_services, simulators):
+    svc = make_services()
+    apply(svc, [event("call-s", Status.STOPPED)])
+    assert len(crm_requests(simulators)) == 3
+    oracle, caliq = crm_state(simulators)
+    assert oracle["interactions"][0]["StatusCd"] == "ORA_SVC_CLOSED"
+    assert len(oracle["phoneCalls"]) == len(caliq["interactions"]) == 1
+    # The earlier events, arriving late, change nothing.
+    apply(svc, [event("call-s", Status.NEW), event("call-s", Status.IN_PROCESS)])
+    assert len(crm_requests(simulators)) == 3
+    with svc.transaction() as s:
+        outcomes = list(s.scalars(select(JournalRow.outcome).order_by(JournalRow.id)))
+    assert outcomes == ["accepted", "stale", "stale"]
+
+
+def test_thread_root_and_consults_hang_under_one_top_level(make_services, simulators):
+    svc = make_services()
+    apply(svc, thread_events("root", consults=2))
+    oracle, caliq = crm_state(simulators)
+    items = by_media_item(oracle)
+    assert len(caliq["interactions"]) == 3
+    top = items["root"]["InteractionId"]
+    assert items["root"]["TopLevelFlag"] in ("true", True)
+    for consult in ("root-c1", "root-c2"):
+        assert items[consult]["ParentInteractionId"] == top
+        assert items[consult]["TopLevelFlag"] in ("false", False)
+    assert len(oracle["phoneCalls"]) == 3
+    assert sorted(c["UniqueID"] for c in caliq["interactions"]) == ["root", "root-c1", "root-c2"]
+
+
+def test_consult_before_root_still_one_top_level(make_services, simulators):
+    svc = make_services()
+    events = thread_events("root", consults=1)
+    consult_first = [e for e in events if e["interaction_id"] != "root"] + [
+        e for e in events if e["interaction_id"] == "root"]
+    apply(svc, consult_first)
+    oracle, _ = crm_state(simulators)
+    items = by_media_item(oracle)
+    assert set(items) == {"root", "root-c1"}
+    assert items["root-c1"]["ParentInteractionId"] == items["root"]["InteractionId"]
+    assert items["root"]["OriginalSystemReference"] == "root"
+    assert items["root"]["Description"] != "Conversation thread root"  # the root's own data
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_shuffled_duplicated_stream_makes_one_record_per_call(make_services, simulators, seed):
+    svc = make_services()
+    events = stream("t", threads=8, seed=seed)
+    apply(svc, events)
+    calls = {e["interaction_id"] for e in events}
+    oracle, caliq = crm_state(simulators)
+    items = by_media_item(oracle)
+    assert set(items) == calls
+    assert sorted(p["ExternalSystemCallId"] for p in oracle["phoneCalls"]) == sorted(calls)
+    assert sorted(c["UniqueID"] for c in caliq["interactions"]) == sorted(calls)
+    assert all(len(p["TranscriptMessage"]) == 8 for p in oracle["phoneCalls"])
+    for call_id, item in items.items():
+        root = call_id.split("-c")[0]
+        assert item["ParentInteractionId"] == items[root]["InteractionId"]
+    with svc.transaction() as s:
+        states = set(s.scalars(select(CallRow.sync_state)))
+    assert states == {"synced"}
+
+
+def test_every_event_twice_sends_nothing_twice(make_services, simulators):
+    svc = make_services()
+    events = call_events("dup")
+    apply(svc, events)
+    before = len(crm_requests(simulators))
+    received = apply(svc, events)
+    assert [r.outcome for r in received] == ["duplicate"] * 3
+    assert len(crm_requests(simulators)) == before
+
+
+BAD_EVENTS = [
+    ("not an object", ["call"], "event: must be a JSON object"),
+    ("missing field", {k: v for k, v in event("b1").items() if k != "start_date"},
+     "start_date: is mandatory"),
+    ("unknown status", event("b2", status=7), "status: is not a known status"),
+    ("unknown entity", event("b3", entity_type=4), "entity_type: is not a known entity type"),
+    ("malformed date", event("b4", start_date="yesterday"), "start_date: is not an ISO 8601"),
+    ("binary without mime", event("b5", binary_content="https://r/x.wav",
+                                  binary_content_size=1), "binary_content_mime: is mandatory"),
+    ("binary without size", event("b6", binary_content="https://r/x.wav",
+                                  binary_content_mime="audio/wav"), "binary_content_size"),
+    ("not a phone call", event("b7", entity_type=2), "entity_type: is CHAT"),
+    ("not voice", event("b8", media_type="email"), "media_type: is not 'voice'"),
+]
+
+
+@pytest.mark.parametrize(("name", "raw", "message"), BAD_EVENTS, ids=[b[0] for b in BAD_EVENTS])
+def test_bad_input_is_journaled_not_sent(make_services, simulators, name, raw, message):
+    svc = make_services()
+    [received] = apply(svc, [raw])
+    assert received.outcome == "rejected"
+    assert message in received.error
+    assert crm_requests(simulators) == []
+    with svc.transaction() as s:
+        [row] = s.scalars(select(JournalRow))
+    assert row.outcome == "rejected"
+    assert message in row.error
+    assert json.loads(row.payload) == raw   # kept as received: nothing lost
+    # ... and the next good event is processed as usual.
+    apply(svc, [event("after-bad", Status.STOPPED)])
+    assert len(crm_requests(simulators)) == 3
+
+
+def test_invalid_json_text_is_journaled(make_services, simulators):
+    svc = make_services()
+    received, _ = handle_event(svc, '{"interaction_id": ')
+    assert received.outcome == "rejected"
+    assert "not valid JSON" in received.error
+
+
+def test_secrets_never_reach_the_database(make_services, simulators):
+    svc = make_services(caliq_api_key="wrong-secret-key-123", oracle_password="bad-pass-456")
+    apply(svc, call_events("sec"))
+    with svc.transaction() as s:
+        rows = [*s.scalars(select(LegRow)), *s.scalars(select(RequestRow)),
+                *s.scalars(select(JournalRow))]
+        dump = " ".join(str(vars(r)) for r in rows)
+        parked = list(s.scalars(select(LegRow.state).where(LegRow.state == "parked")))
+    assert parked, "a 401 parks the leg"
+    assert "wrong-secret-key-123" not in dump
+    assert "bad-pass-456" not in dump
+
+
+def test_random_orders_converge(make_services, simulators):
+    svc = make_services()
+    events = thread_events("r", consults=2)
+    random.Random(99).shuffle(events)
+    apply(svc, events)
+    oracle, caliq = crm_state(simulators)
+    assert len(by_media_item(oracle)) == 3
+    assert len(oracle["phoneCalls"]) == 3
+    assert len(caliq["interactions"]) == 3
