@@ -97,6 +97,9 @@ def demo(
     sys.exit(run_demo(console, threads=threads, timeout=timeout))
 
 
+# Commands defined in their own modules register here, one line each.
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err_console)

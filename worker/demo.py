@@ -41,17 +41,20 @@ def redis_reachable(url: str) -> bool:
 def run_demo(console: Console, *, threads: int = 3, timeout: float = 60.0) -> int:
     from celery.contrib.testing.worker import start_worker
 
-    from worker.adapters.models import CallRow
+    from worker.adapters.models import CallRow, JournalRow
     from worker.bootstrap import get_services, prepare_database
     from worker.celery_app import QUEUE, app
     from worker.sandbox.admin import SimulatorAdmin
     from worker.sandbox.server import Simulators
     from worker.settings import BaseConfig, get_settings
 
+    if not console.is_terminal:  # piped: the tables still want their full width
+        console = Console(width=140)
     with ExitStack() as stack:
         sims = stack.enter_context(Simulators())
         os.environ.update({**SANDBOX_ENV, "ORACLE_BASE_URL": sims.oracle_url,
                            "CALIQ_BASE_URL": sims.caliq_url})
+        os.environ.setdefault("LOG_LEVEL", "WARNING")  # the tables are the demo's output
         broker = BaseConfig().celery_broker_url
         if not redis_reachable(broker):
             broker = "memory://"
@@ -85,38 +88,38 @@ def run_demo(console: Console, *, threads: int = 3, timeout: float = 60.0) -> in
             if synced == len(call_ids):
                 break
             time.sleep(0.3)
+        with services.transaction() as s:
+            rejected = list(s.scalars(select(JournalRow.error).where(
+                JournalRow.interaction_id == bad["interaction_id"])))
         _print_records(console, SimulatorAdmin(sims.oracle_url).state(),
-                       SimulatorAdmin(sims.caliq_url).state(), run)
+                       SimulatorAdmin(sims.caliq_url).state(), rejected)
         console.print(f"calls synced: {synced}/{len(call_ids)}")
         return 0 if synced == len(call_ids) else 1
 
 
-def _print_records(console: Console, oracle: dict, caliq: dict, run: str) -> None:
-    interactions = Table(title="Oracle interactions")
-    for column in ("InteractionId", "Parent", "Top", "MediaItemId", "Status", "Description"):
-        interactions.add_column(column)
-    for item in oracle.get("interactions", []):
-        interactions.add_row(
-            str(item.get("InteractionId")), str(item.get("ParentInteractionId")),
-            str(item.get("TopLevelFlag")), str(item.get("MediaItemId")),
-            str(item.get("StatusCd")), str(item.get("Description", ""))[:40],
+def _print_records(console: Console, oracle: dict, caliq: dict, rejected: list[str]) -> None:
+    by_id = {i["InteractionId"]: i for i in oracle.get("interactions", [])}
+    phone_calls = {p["InteractionId"]: p for p in oracle.get("phoneCalls", [])}
+    table = Table(title="Oracle Fusion Service: interactions and phoneCalls")
+    for column in ("Genesys call", "InteractionId", "Parent", "Status", "phoneCall", "Lines"):
+        table.add_column(column, no_wrap=True)
+    for item in sorted(by_id.values(), key=lambda i: str(i.get("MediaItemId"))):
+        parent = by_id.get(item.get("ParentInteractionId"), {})
+        top = item.get("ParentInteractionId") == item["InteractionId"]
+        call = phone_calls.get(item["InteractionId"], {})
+        table.add_row(
+            str(item.get("MediaItemId")), str(item["InteractionId"]),
+            "top-level" if top else f"child of {parent.get('MediaItemId')}",
+            str(item.get("StatusCd", "")).removeprefix("ORA_SVC_"),
+            str(call.get("CallId", "-")), str(len(call.get("TranscriptMessage") or [])),
         )
-    console.print(interactions)
-    calls = Table(title="Oracle phoneCalls")
-    for column in ("CallId", "InteractionId", "ExternalSystemCallId", "Messages", "PhoneNumber"):
-        calls.add_column(column)
-    for item in oracle.get("phoneCalls", []):
-        calls.add_row(str(item.get("CallId")), str(item.get("InteractionId")),
-                      str(item.get("ExternalSystemCallId")),
-                      str(len(item.get("TranscriptMessage") or [])), str(item.get("PhoneNumber")))
-    console.print(calls)
-    caliq_table = Table(title="Caliq interactions")
-    for column in ("UniqueID", "CustomerID", "ContactedBy", "Contacted", "Notes"):
-        caliq_table.add_column(column)
-    for item in caliq.get("interactions", []):
-        caliq_table.add_row(
-            str(item.get("UniqueID")), str(item.get("CustomerID")), str(item.get("ContactedBy")),
-            f"{item.get('ContactedFirstName', '')} {item.get('ContactedSurname', '')}",
-            str(item.get("Notes", ""))[:50],
-        )
+    console.print(table)
+    caliq_table = Table(title="Caliq: InteractionCreate")
+    for column in ("UniqueID", "CustomerID", "ContactedBy", "Notes"):
+        caliq_table.add_column(column, no_wrap=column != "Notes")
+    for item in sorted(caliq.get("interactions", []), key=lambda i: str(i.get("UniqueID"))):
+        caliq_table.add_row(str(item.get("UniqueID")), str(item.get("CustomerID")),
+                            str(item.get("ContactedBy")), str(item.get("Notes", ""))[:60])
     console.print(caliq_table)
+    for error in rejected:
+        console.print(f"[yellow]rejected:[/yellow] {error}")

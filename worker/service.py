@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import metrics
 from worker.adapters import repository as repo
 from worker.adapters.caliq import CaliqClient
 from worker.adapters.http import ErrorKind, Recorder, RemoteError
@@ -79,6 +80,7 @@ def receive_event(
     svc: Services, raw: Any, *, source: str = "queue", task_id: str | None = None
 ) -> Received:
     """Journal the event (always), and for a valid one record its call and thread."""
+    structlog.contextvars.unbind_contextvars("interaction_id", "thread", "leg")
     payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
     try:
         event = validate_event(json.loads(raw) if isinstance(raw, str) else raw)
@@ -91,13 +93,15 @@ def receive_event(
             repo.journal_rejected(s, payload=payload, error=error, source=source,
                                   task_id=task_id, interaction_id=call_id, now=svc.clock())
         log.warning("event rejected", interaction_id=call_id, error=error)
+        metrics.EVENTS.labels("rejected").inc()
         return Received("rejected", interaction_id=call_id, error=error)
     with svc.transaction() as s:
         outcome = repo.accept_event(s, event, payload=payload, source=source, task_id=task_id,
                                     now=svc.clock())
         thread_key = repo.thread_of(s, event.interaction_id)
-    log.info("event received", interaction_id=event.interaction_id, thread=thread_key,
-             status=event.status.name, outcome=outcome)
+    structlog.contextvars.bind_contextvars(interaction_id=event.interaction_id, thread=thread_key)
+    log.info("event received", status=event.status.name, outcome=outcome)
+    metrics.EVENTS.labels(outcome).inc()
     return Received(outcome, thread_key, event.interaction_id)
 
 
@@ -158,10 +162,12 @@ def _run_step(
     try:
         changed = _perform(svc, thread, call, step, recovering, requests.append)
         bound.info("step done", remote_id=call.legs[step.leg].remote_id)
+        metrics.STEPS.labels(step.leg, "done").inc()
     except RemoteError as exc:
         changed = {step.leg}
         error_kind, request_id = exc.kind.value, exc.request_id
         _record_failure(svc, leg, exc)
+        _count_failure(step.leg, leg.state, exc.kind.value)
         bound.warning("step failed", error_kind=exc.kind.value, error=leg.error,
                       attempts=leg.attempts, next_attempt_at=leg.next_attempt_at)
     except PayloadError as exc:
@@ -169,12 +175,21 @@ def _run_step(
         error_kind = ErrorKind.PERMANENT.value
         leg.attempts += 1
         leg.state, leg.error = LegState.FAILED, svc.scrub(str(exc))
+        _count_failure(step.leg, leg.state, error_kind)
         bound.warning("step failed", error_kind=error_kind, error=leg.error)
     now = svc.clock()
     with svc.transaction() as s:
         repo.save_step(s, thread, call, sorted(changed), requests, now=now,
                        error_kind=error_kind, request_id=request_id)
         return repo.renew_lease(s, claim, now, svc.lease)
+
+
+def _count_failure(leg_name: str, state: LegState, kind: str) -> None:
+    metrics.STEPS.labels(leg_name, state.value).inc()
+    if state is LegState.RETRY:
+        metrics.RETRIES.labels(leg_name).inc()
+    else:
+        metrics.FAILURES.labels(leg_name, kind).inc()
 
 
 def _record_failure(svc: Services, leg: Any, exc: RemoteError) -> None:

@@ -29,6 +29,8 @@ class BaseConfig(BaseSettings):
     database_url: str = "sqlite:///callsync.db"
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     log_level: str = "INFO"
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
+    liveness_file: Path | None = None  # touched while the worker consumes; for probes
 
 
 class Settings(BaseConfig):
@@ -53,6 +55,10 @@ class Settings(BaseConfig):
     lease_seconds: int = Field(default=120, ge=2)
     retry_backoff_max_seconds: float = Field(default=300.0, gt=0)
     retry_max_attempts: int = Field(default=25, ge=1)
+    # Shared across every worker through Redis (token bucket); 0 means no limit.
+    oracle_rate_limit_per_second: float = Field(default=0.0, ge=0)
+    caliq_rate_limit_per_second: float = Field(default=0.0, ge=0)
+    rate_limit_redis_url: str | None = None  # default: the broker, when it is Redis
 
     def secrets(self) -> tuple[str, ...]:
         values = (self.oracle_password, self.oracle_token, self.caliq_api_key)

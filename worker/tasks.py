@@ -70,6 +70,11 @@ def drive(self: Task, thread_key: str) -> dict[str, Any]:
         structlog.contextvars.clear_contextvars()
 
 
+@app.task(name="callsync.noop", ignore_result=True)
+def noop() -> None:
+    """Does nothing: the benchmark's measure of Celery's own ceiling on this broker."""
+
+
 @app.task(name="callsync.sweep", acks_late=True, ignore_result=True)
 def sweep() -> int:
     """Re-drive every thread whose work is unfinished and unowned (see repository.threads_due)."""

@@ -15,6 +15,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from worker import metrics
 from worker.adapters.repository import RequestRecord
 
 TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
@@ -102,6 +103,7 @@ class JsonHttp:
         except requests.RequestException as exc:
             elapsed = (time.perf_counter() - started) * 1000
             message = f"{method} {path}: no answer ({type(exc).__name__})"
+            metrics.observe_request(self.crm, method, path, None, elapsed / 1000)
             if recorder:
                 recorder(RequestRecord(self.crm, method, path, None, elapsed, message))
             # A write that timed out or lost its connection may have been applied.
@@ -110,6 +112,7 @@ class JsonHttp:
                 self.crm, ErrorKind.TRANSIENT, message, maybe_applied=sent and method != "GET"
             ) from None
         elapsed = (time.perf_counter() - started) * 1000
+        metrics.observe_request(self.crm, method, path, response.status_code, elapsed / 1000)
         error = None
         if response.status_code >= 400:
             detail = describe_error(response) if describe_error else response.text[:500]
