@@ -41,6 +41,7 @@ def build_services(settings: Settings) -> Services:
         lease=timedelta(seconds=settings.lease_seconds),
         retry_backoff_max=settings.retry_backoff_max_seconds,
         retry_max_attempts=settings.retry_max_attempts,
+        redelivery_cap=settings.redelivery_cap,
         secrets=settings.secrets(),
     )
 

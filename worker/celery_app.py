@@ -38,6 +38,8 @@ def make_app(config: BaseConfig | None = None) -> Celery:
         result_backend_transport_options=visibility,
         visibility_timeout=config.celery_visibility_timeout,
         broker_connection_retry_on_startup=True,
+        task_time_limit=config.task_time_limit_seconds,
+        task_soft_time_limit=max(5, config.task_time_limit_seconds - 30),
         worker_hijack_root_logger=False,
         beat_schedule={
             "callsync-sweep": {
@@ -83,3 +85,9 @@ def _check_configuration(**_: Any) -> None:
         print(f"callsync worker cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     prepare_database(settings.database_url)
+    import structlog
+
+    from worker.settings import delivery_warnings
+
+    for warning in delivery_warnings(settings):
+        structlog.get_logger("callsync").warning("configuration risk", detail=warning)

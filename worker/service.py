@@ -24,7 +24,15 @@ from worker.adapters.caliq import CaliqClient
 from worker.adapters.http import ErrorKind, Recorder, RemoteError
 from worker.adapters.oracle import OracleClient
 from worker.domain.events import EventError, validate_event
-from worker.domain.plan import CallState, LegState, Step, StepKind, ThreadState, next_step
+from worker.domain.plan import (
+    CallState,
+    Leg,
+    LegState,
+    Step,
+    StepKind,
+    ThreadState,
+    next_step,
+)
 from worker.mapping import Mappings, PayloadError
 
 log = structlog.get_logger("callsync")
@@ -48,6 +56,7 @@ class Services:
     lease: timedelta = timedelta(seconds=120)
     retry_backoff_max: float = 300.0
     retry_max_attempts: int = 25
+    redelivery_cap: int = 5
     secrets: tuple[str, ...] = ()
     clock: Callable[[], datetime] = utcnow
     owner: str = field(default_factory=lambda: f"{uuid.uuid4().hex[:12]}")
@@ -225,6 +234,12 @@ def _done(call: CallState, *legs: str, remote_id: str | None) -> set[str]:
     return set(legs)
 
 
+def _reset(leg: Leg, name: str) -> set[str]:
+    """The thread moved on (its top-level now exists); this call's own step is still to come."""
+    leg.state, leg.error, leg.next_attempt_at = LegState.PENDING, None, None
+    return {name}
+
+
 def _perform(
     svc: Services, thread: ThreadState, call: CallState, step: Step, recovering: bool,
     record: Recorder,
@@ -237,25 +252,28 @@ def _perform(
     closes = ("oracle_interaction", "oracle_end") if call.stopped else ("oracle_interaction",)
     kind = step.kind
 
-    if kind is StepKind.CREATE_TOP_LEVEL:
+    if kind in (StepKind.CREATE_TOP_LEVEL, StepKind.CREATE_PLACEHOLDER):
+        # One top-level per thread, whichever call opens it: if any earlier attempt in the
+        # thread may have landed, look under every key it could carry before creating.
+        if recovering or thread.top_level_in_doubt():
+            for key in thread.top_level_keys():
+                found = oracle.find_interaction(key, record)
+                if found is not None:
+                    thread.top_level_id = found
+                    if kind is StepKind.CREATE_TOP_LEVEL and key == call.interaction_id:
+                        thread.top_level_call_id = call.interaction_id
+                        # Found, not created now: it may predate STOPPED, so end it apart.
+                        return _done(call, "oracle_interaction", remote_id=str(found))
+                    return _reset(leg, step.leg)   # someone else's: adopt it or hang under it
+        if kind is StepKind.CREATE_PLACEHOLDER:
+            thread.top_level_id = oracle.create_interaction(
+                m.oracle_thread_placeholder(thread.key, event), record
+            )
+            return _reset(leg, step.leg)
         body = m.oracle_interaction(event, thread_key=thread.key, closed=call.stopped)
-        found = oracle.find_interaction(call.interaction_id, record) if suspect else None
-        if found is None and suspect and thread.key != call.interaction_id:
-            placeholder = oracle.find_interaction(thread.key, record)
-            if placeholder is not None:  # a consult's placeholder landed: adopt it next
-                thread.top_level_id = placeholder
-                return set()
-        interaction_id = found or oracle.create_interaction(body, record)
+        interaction_id = oracle.create_interaction(body, record)
         thread.top_level_id, thread.top_level_call_id = interaction_id, call.interaction_id
         return _done(call, *closes, remote_id=str(interaction_id))
-
-    if kind is StepKind.CREATE_PLACEHOLDER:
-        found = oracle.find_interaction(thread.key, record) if suspect else None
-        thread.top_level_id = found or oracle.create_interaction(
-            m.oracle_thread_placeholder(thread.key, event), record
-        )
-        leg.attempts, leg.state, leg.error = 0, LegState.PENDING, None
-        return {step.leg}
 
     if kind is StepKind.ADOPT_TOP_LEVEL:
         assert thread.top_level_id is not None
@@ -268,7 +286,9 @@ def _perform(
         assert thread.top_level_id is not None
         body = m.oracle_interaction(event, thread_key=thread.key, closed=call.stopped)
         found = oracle.find_interaction(call.interaction_id, record) if suspect else None
-        child_id = found or oracle.create_child_interaction(thread.top_level_id, body, record)
+        if found is not None:  # it may predate STOPPED: the end leg stays to do
+            return _done(call, "oracle_interaction", remote_id=str(found))
+        child_id = oracle.create_child_interaction(thread.top_level_id, body, record)
         return _done(call, *closes, remote_id=str(child_id))
 
     if kind is StepKind.END_INTERACTION:
@@ -292,6 +312,37 @@ def _perform(
         return _done(call, "caliq", remote_id=call.interaction_id)
 
     raise AssertionError(f"unknown step {kind}")
+
+
+def quarantine(svc: Services, raw: Any, *, thread_key: str | None, reason: str) -> None:
+    """Stop a message that keeps killing the worker: journal it, fail its call's open legs.
+
+    The failed legs show in `callsync failures` and an operator's replay can re-drive them once
+    the cause is fixed; meanwhile the message is acknowledged instead of looping forever.
+    """
+    call_id = raw.get("interaction_id") if isinstance(raw, dict) else None
+    call_id = call_id if isinstance(call_id, str) else None
+    now = svc.clock()
+    with svc.transaction() as s:
+        payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
+        if thread_key is None or call_id is not None:
+            repo.journal_poison(s, payload=payload, interaction_id=call_id, error=reason, now=now)
+        key = thread_key or (repo.thread_of(s, call_id) if call_id else None)
+        if key is None:
+            return
+        thread = repo.load_thread(s, key)
+        for call in thread.calls.values():
+            if call_id is not None and call.interaction_id != call_id:
+                continue
+            open_legs = [name for name, leg in call.legs.items()
+                         if leg.state in (LegState.PENDING, LegState.RETRY)]
+            for name in open_legs:
+                leg = call.legs[name]
+                leg.state, leg.error, leg.next_attempt_at = LegState.FAILED, reason, None
+            if open_legs:
+                repo.save_step(s, thread, call, open_legs, [], now=now, error_kind="poison")
+                _count_failure(open_legs[0], LegState.FAILED, "poison")
+    log.error("message quarantined", interaction_id=call_id, thread=thread_key, error=reason)
 
 
 def handle_event(

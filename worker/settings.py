@@ -28,7 +28,10 @@ class BaseConfig(BaseSettings):
     celery_visibility_timeout: int = Field(default=3600, ge=30)
     database_url: str = "sqlite:///callsync.db"
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    task_time_limit_seconds: int = Field(default=900, ge=10)
     log_level: str = "INFO"
+    # Deliveries of one message that may die mid-task before it is quarantined as poison.
+    redelivery_cap: int = Field(default=5, ge=1)
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
     liveness_file: Path | None = None  # touched while the worker consumes; for probes
 
@@ -92,6 +95,34 @@ class Settings(BaseConfig):
             "oracle_phone_channel_id": self.oracle_phone_channel_id,
             "caliq_channel_id": self.caliq_channel_id,
         }
+
+
+def delivery_warnings(settings: Settings) -> list[str]:
+    """Settings that would let the broker hand a running or waiting task to a second worker."""
+    visibility = settings.celery_visibility_timeout
+    warnings = []
+    if settings.task_time_limit_seconds >= visibility:
+        warnings.append(
+            f"TASK_TIME_LIMIT_SECONDS={settings.task_time_limit_seconds} is not below "
+            f"CELERY_VISIBILITY_TIMEOUT={visibility}: a long task could be delivered twice"
+        )
+    if settings.retry_backoff_max_seconds >= visibility:
+        warnings.append(
+            f"RETRY_BACKOFF_MAX_SECONDS={settings.retry_backoff_max_seconds} is not below "
+            f"CELERY_VISIBILITY_TIMEOUT={visibility}: a delayed retry could run twice"
+        )
+    step = 3 * (settings.http_connect_timeout + settings.http_read_timeout)
+    if settings.lease_seconds < step:
+        warnings.append(
+            f"LEASE_SECONDS={settings.lease_seconds} is shorter than one step's worst case "
+            f"({step:.0f}s: a look-up and a create): another worker could take a live thread"
+        )
+    return warnings
+
+
+def inline_retry_limit(visibility_timeout: int) -> float:
+    """Longest countdown left to the broker; longer waits go to the database and the sweep."""
+    return min(300.0, visibility_timeout / 2)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

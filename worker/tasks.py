@@ -7,65 +7,126 @@ stored record, never on a stale copy of the arguments.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
 from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 
+from worker.adapters import repository as repo
 from worker.celery_app import QUEUE, app
-from worker.service import Driven, drive_thread, handle_event, utcnow
+from worker.service import Driven, Services, drive_thread, handle_event, quarantine, utcnow
+from worker.settings import BaseConfig, inline_retry_limit
 
 log = structlog.get_logger("callsync.tasks")
 
-# A back-off that ends within this many seconds is waited for in the broker; a longer one
-# waits in the database and the periodic sweep picks it up (no huge countdowns on Redis).
-INLINE_RETRY_MAX_SECONDS = 300
 INFRA_ERRORS = (SQLAlchemyError, OSError)
+RETRY_POLICY: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": INFRA_ERRORS,   # database or network down: try the whole message again
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": None,
+}
+# Chaos testing only: a worker child exits hard on these Genesys ids (a poison message).
+CHAOS_CRASH_IDS = "CALLSYNC_CHAOS_CRASH_IDS"
 
 
-def _services():  # type: ignore[no-untyped-def]
+def _services() -> Services:
     from worker.bootstrap import get_services
 
     return get_services()
 
 
 def schedule_retry(driven: Driven | None) -> None:
+    """A short back-off waits in the broker; a long one in the database, for the sweep."""
     if driven is None or driven.retry_at is None:
         return
     delay = max(0.0, (driven.retry_at - utcnow()).total_seconds())
-    if delay <= INLINE_RETRY_MAX_SECONDS:
+    if delay <= inline_retry_limit(BaseConfig().celery_visibility_timeout):
         drive.apply_async(args=[driven.thread_key], countdown=delay, queue=QUEUE)
 
 
-@app.task(
-    name="callsync.phone_call", bind=True, acks_late=True, reject_on_worker_lost=True,
-    autoretry_for=INFRA_ERRORS, retry_backoff=2, retry_backoff_max=120, retry_jitter=True,
-    max_retries=None,
-)
+def delivery_key(event: Any) -> str:
+    """What a message is about, stable across redeliveries: the Genesys id and content."""
+    body = json.dumps(event, sort_keys=True, default=str).encode()
+    call_id = event.get("interaction_id") if isinstance(event, dict) else None
+    return f"event:{str(call_id)[:200]}:{hashlib.sha256(body).hexdigest()[:32]}"
+
+
+@contextmanager
+def poison_guard(svc: Services, key: str, on_poison: Callable[[str], None]) -> Iterator[bool]:
+    """Yields True when earlier deliveries of this message died mid-task too often.
+
+    The count is committed before the work starts and taken back when the task ends in any
+    way Python sees; only a dead process leaves it behind.
+    """
+    cap = svc.redelivery_cap
+    with svc.transaction() as s:
+        unfinished = repo.begin_delivery(s, key, svc.clock())
+    try:
+        if unfinished >= cap:
+            on_poison(f"quarantined: the worker died {unfinished} times while processing "
+                      f"this message (cap {cap})")
+            yield True
+        else:
+            yield False
+    finally:
+        try:
+            with svc.transaction() as s:
+                repo.end_delivery(s, key)
+        except SQLAlchemyError:
+            log.warning("could not close delivery count", key=key)
+
+
+def _crash_if_told(event: Any) -> None:
+    ids = os.environ.get(CHAOS_CRASH_IDS)
+    if ids and isinstance(event, dict) and event.get("interaction_id") in ids.split(","):
+        os._exit(70)
+
+
+@app.task(name="callsync.phone_call", bind=True, **RETRY_POLICY)
 def phone_call(self: Task, event: Any) -> dict[str, Any]:
     """Apply one Genesys phone-call event (the producers' contract)."""
     structlog.contextvars.bind_contextvars(task_id=self.request.id)
+    svc = _services()
     try:
-        received, driven = handle_event(_services(), event, task_id=self.request.id)
-        schedule_retry(driven)
-        return {"outcome": received.outcome, "interaction_id": received.interaction_id}
+        def on_poison(reason: str) -> None:
+            quarantine(svc, event, thread_key=None, reason=reason)
+
+        with poison_guard(svc, delivery_key(event), on_poison) as poisoned:
+            if poisoned:
+                return {"outcome": "poison"}
+            _crash_if_told(event)
+            received, driven = handle_event(svc, event, task_id=self.request.id)
+            schedule_retry(driven)
+            return {"outcome": received.outcome, "interaction_id": received.interaction_id}
     finally:
         structlog.contextvars.clear_contextvars()
 
 
-@app.task(
-    name="callsync.drive_thread", bind=True, acks_late=True, reject_on_worker_lost=True,
-    autoretry_for=INFRA_ERRORS, retry_backoff=2, retry_backoff_max=120, retry_jitter=True,
-    max_retries=None,
-)
+@app.task(name="callsync.drive_thread", bind=True, **RETRY_POLICY)
 def drive(self: Task, thread_key: str) -> dict[str, Any]:
     """Resume a thread from its stored state (after a back-off, or from the sweep)."""
     structlog.contextvars.bind_contextvars(task_id=self.request.id, thread=thread_key)
+    svc = _services()
     try:
-        driven = drive_thread(_services(), thread_key)
-        schedule_retry(driven)
-        return {"steps": driven.steps, "busy": driven.busy}
+        def on_poison(reason: str) -> None:
+            quarantine(svc, thread_key, thread_key=thread_key, reason=reason)
+
+        with poison_guard(svc, f"thread:{thread_key[:250]}", on_poison) as poisoned:
+            if poisoned:
+                return {"outcome": "poison"}
+            driven = drive_thread(svc, thread_key)
+            schedule_retry(driven)
+            return {"steps": driven.steps, "busy": driven.busy}
     finally:
         structlog.contextvars.clear_contextvars()
 

@@ -107,6 +107,20 @@ class JournalRow(Base):
     )
 
 
+class DeliveryRow(Base):
+    """Deliveries of one message that started and have not finished: a poison-message counter.
+
+    Keyed on what the message is about (the Genesys event, or the thread), never on the Celery
+    task id, which a requeue may change. A worker that dies mid-task leaves its count behind.
+    """
+
+    __tablename__ = "deliveries"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    in_flight: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
 class RequestRow(Base):
     """Every request made to a CRM for a call: the call's timeline and the metrics' source."""
 

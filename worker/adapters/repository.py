@@ -19,7 +19,14 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from worker.adapters.models import CallRow, JournalRow, LegRow, RequestRow, ThreadRow
+from worker.adapters.models import (
+    CallRow,
+    DeliveryRow,
+    JournalRow,
+    LegRow,
+    RequestRow,
+    ThreadRow,
+)
 from worker.domain.events import PhoneCallEvent, merge_events
 from worker.domain.plan import LEGS, CallState, CallSync, Leg, LegState, ThreadState
 
@@ -251,6 +258,36 @@ def save_sync_states(session: Session, thread: ThreadState, now: datetime) -> No
             CallRow.interaction_id == call.interaction_id,
             CallRow.sync_state != call.sync_state().value,
         ).values(sync_state=call.sync_state().value, updated_at=now))
+
+
+# --- poison messages ------------------------------------------------------------------------
+
+
+def begin_delivery(session: Session, key: str, now: datetime) -> int:
+    """Count one more started delivery of `key`; returns how many were unfinished before it."""
+    _insert_ignore(session, DeliveryRow, {"key": key, "in_flight": 0, "updated_at": now})
+    in_flight = session.execute(
+        update(DeliveryRow).where(DeliveryRow.key == key)
+        .values(in_flight=DeliveryRow.in_flight + 1, updated_at=now)
+        .returning(DeliveryRow.in_flight)
+    ).scalar_one()
+    return int(in_flight) - 1
+
+
+def end_delivery(session: Session, key: str) -> None:
+    session.execute(
+        update(DeliveryRow).where(DeliveryRow.key == key, DeliveryRow.in_flight > 0)
+        .values(in_flight=DeliveryRow.in_flight - 1)
+    )
+
+
+def journal_poison(
+    session: Session, *, payload: str, interaction_id: str | None, error: str, now: datetime,
+) -> None:
+    session.add(JournalRow(
+        received_at=now, source="quarantine", interaction_id=interaction_id, payload=payload,
+        outcome="poison", error=error,
+    ))
 
 
 # --- queries for operators and the sweep ----------------------------------------------------

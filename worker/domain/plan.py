@@ -138,6 +138,19 @@ class ThreadState:
             ),
         )
 
+    def top_level_in_doubt(self) -> bool:
+        """An earlier attempt to open the thread's top-level may have landed unseen."""
+        return self.top_level_id is None and any(
+            call.legs["oracle_interaction"].maybe_applied for call in self.calls.values()
+        )
+
+    def top_level_keys(self) -> list[str]:
+        """Every MediaItemId a top-level of this thread can carry: the thread's, its roots'."""
+        keys = [self.key]
+        keys += [c.interaction_id for c in self.ordered_calls()
+                 if is_root_candidate(c.event) and c.interaction_id != self.key]
+        return keys
+
     def owns_top_level(self, call: CallState) -> bool:
         """Whether this call's own interaction is the thread's top-level."""
         if self.top_level_call_id is not None:

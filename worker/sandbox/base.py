@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
@@ -193,6 +194,8 @@ class SimHandler(BaseHTTPRequestHandler):
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(reply.body)))
+            # Real CRMs stamp a request id; callsync stores it with a failure for support cases.
+            self.send_header("X-Request-Id", uuid.uuid4().hex)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()

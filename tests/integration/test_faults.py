@@ -1,0 +1,225 @@
+"""Every error class on every endpoint, over real HTTP and a real database.
+
+Time is moved forward instead of slept through: the service's clock is the one seam.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from tests.factories import call_events, thread_events
+from worker.adapters import repository as repo
+from worker.adapters.models import LegRow
+from worker.sandbox.admin import SimulatorAdmin
+from worker.service import drive_thread, handle_event, utcnow
+
+ENDPOINTS = {
+    "create interaction": ("POST", r"/interactions$"),
+    "create child": ("POST", r"/childInteractions$"),
+    "end interaction": ("PATCH", r"/interactions/\d+$"),
+    "create phoneCall": ("POST", r"/phoneCalls$"),
+    "create Caliq": ("POST", r"/InteractionCreate$"),
+}
+TRANSIENT = ["503", "429", "500", "502", "timeout", "drop", "drop_after_apply"]
+
+
+def admin_for(sims, path: str) -> SimulatorAdmin:
+    return SimulatorAdmin(sims.caliq_url if "InteractionCreate" in path else sims.oracle_url)
+
+
+def settle(svc, keys, rounds: int = 12) -> None:
+    """Drive threads again and again, moving the clock past every back-off, until done."""
+    offset = timedelta(0)
+    svc.clock = lambda: utcnow() + offset
+    for _ in range(rounds):
+        for key in keys:
+            drive_thread(svc, key)
+        offset += timedelta(minutes=10)
+
+
+def assert_one_record_per_call(sims, calls) -> None:
+    oracle = SimulatorAdmin(sims.oracle_url).state()
+    caliq = SimulatorAdmin(sims.caliq_url).state()
+    assert sorted(i["MediaItemId"] for i in oracle["interactions"]) == sorted(calls)
+    assert sorted(p["ExternalSystemCallId"] for p in oracle["phoneCalls"]) == sorted(calls)
+    assert sorted(c["UniqueID"] for c in caliq["interactions"]) == sorted(calls)
+    assert all(i["StatusCd"] == "ORA_SVC_CLOSED" for i in oracle["interactions"])
+
+
+def legs(svc) -> dict[tuple[str, str], LegRow]:
+    with svc.transaction() as s:
+        return {(r.interaction_id, r.leg): r for r in s.scalars(select(LegRow))}
+
+
+@pytest.mark.parametrize("action", TRANSIENT)
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+def test_transient_faults_end_in_exactly_one_record(make_services, simulators, endpoint, action):
+    method, path = ENDPOINTS[endpoint]
+    admin_for(simulators, path).set_faults([
+        {"method": method, "path": path, "action": action, "times": 2, "delay": 0.5,
+         "retry_after": 1},
+    ])
+    svc = make_services(http_read_timeout=0.25)
+    events = thread_events("root", consults=1)
+    for event in events:
+        handle_event(svc, event)
+    settle(svc, ["root"])
+    assert_one_record_per_call(simulators, ["root", "root-c1"])
+    assert {r.state for r in legs(svc).values()} == {"done"}
+
+
+def test_lost_answers_on_every_create_at_once(make_services, simulators):
+    rule = {"action": "drop_after_apply", "times": 0}
+    SimulatorAdmin(simulators.oracle_url).set_faults([
+        {**rule, "method": "POST", "path": r"/interactions$", "times": 2},
+        {**rule, "method": "POST", "path": r"/childInteractions$", "times": 1},
+        {**rule, "method": "POST", "path": r"/phoneCalls$", "times": 2},
+    ])
+    SimulatorAdmin(simulators.caliq_url).set_faults([
+        {**rule, "method": "POST", "path": "InteractionCreate", "times": 3},
+    ])
+    svc = make_services()
+    for event in thread_events("root", consults=1):
+        handle_event(svc, event)
+    settle(svc, ["root"])
+    assert_one_record_per_call(simulators, ["root", "root-c1"])
+    gets = [r for r in SimulatorAdmin(simulators.oracle_url).requests_log()
+            if r["method"] == "GET"]
+    assert gets, "a lost answer is followed by a look-up, not a blind re-create"
+
+
+@pytest.mark.parametrize("endpoint", ["create interaction", "end interaction", "create phoneCall"])
+def test_permanent_oracle_error_fails_the_leg_and_caliq_goes_on(make_services, simulators,
+                                                               endpoint):
+    method, path = ENDPOINTS[endpoint]
+    SimulatorAdmin(simulators.oracle_url).set_faults(
+        [{"method": method, "path": path, "action": "400", "times": 0}])
+    svc = make_services()
+    for event in call_events("p1"):
+        handle_event(svc, event)
+    settle(svc, ["p1"], rounds=2)
+    rows = legs(svc)
+    failed = [r for r in rows.values() if r.state == "failed"]
+    assert len(failed) == 1
+    assert "HTTP 400" in failed[0].error and "Sandbox fault injected" in failed[0].error
+    assert failed[0].error_kind == "permanent"
+    assert failed[0].request_id, "the remote's request id is kept for support"
+    assert failed[0].attempts == 1, "a permanent error is not retried"
+    assert rows[("p1", "caliq")].state == "done"
+    caliq = SimulatorAdmin(simulators.caliq_url).state()
+    assert [c["UniqueID"] for c in caliq["interactions"]] == ["p1"]
+
+
+def test_caliq_refusal_is_permanent_with_caliqs_message_and_oracle_goes_on(make_services,
+                                                                         simulators):
+    caliq = SimulatorAdmin(simulators.caliq_url)
+    caliq.configure(customers=[999])  # 4242, the event's customer, is unknown to Caliq
+    try:
+        svc = make_services()
+        for event in call_events("p2"):
+            handle_event(svc, event)
+        settle(svc, ["p2"], rounds=2)
+    finally:
+        caliq.configure(customers=None)
+    rows = legs(svc)
+    assert rows[("p2", "caliq")].state == "failed"
+    assert rows[("p2", "caliq")].error.startswith("Caliq refused:")
+    assert {rows[("p2", leg)].state for leg in
+            ("oracle_interaction", "oracle_end", "oracle_phone_call")} == {"done"}
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+def test_auth_errors_park_the_leg(make_services, simulators, status):
+    SimulatorAdmin(simulators.caliq_url).set_faults(
+        [{"method": "POST", "path": "InteractionCreate", "action": status, "times": 0}])
+    svc = make_services()
+    for event in call_events("a1"):
+        handle_event(svc, event)
+    settle(svc, ["a1"], rounds=3)
+    row = legs(svc)[("a1", "caliq")]
+    assert (row.state, row.error_kind, row.attempts) == ("parked", "auth", 1)
+
+
+def test_long_maintenance_waits_in_the_database_for_the_sweep(make_services, simulators):
+    SimulatorAdmin(simulators.oracle_url).set_faults([{
+        "method": "POST", "path": r"/interactions$", "action": "503", "times": 1,
+        "retry_after": 7200,
+    }])
+    svc = make_services()
+    _, driven = handle_event(svc, call_events("m1")[0])
+    now = utcnow()
+    assert driven.retry_at >= now + timedelta(seconds=7100)
+    with svc.transaction() as s:
+        assert repo.threads_due(s, now + timedelta(minutes=5), timedelta(seconds=60), 10) == []
+        due = repo.threads_due(s, now + timedelta(hours=2, minutes=1), timedelta(seconds=60), 10)
+    assert due == ["m1"]
+
+
+def test_retries_give_up_after_the_cap(make_services, simulators):
+    SimulatorAdmin(simulators.oracle_url).set_faults(
+        [{"method": "POST", "path": r"/interactions$", "action": "503", "times": 0}])
+    svc = make_services(retry_max_attempts=3)
+    handle_event(svc, call_events("g1")[0])
+    settle(svc, ["g1"], rounds=5)
+    row = legs(svc)[("g1", "oracle_interaction")]
+    assert row.state == "failed"
+    assert row.error.startswith("gave up after 3 attempts")
+
+
+def test_only_one_of_many_concurrent_claims_wins(make_services, simulators):
+    svc = make_services()
+    handle_event(svc, call_events("race")[0])
+    for _ in range(5):
+        barrier = threading.Barrier(6)
+        won = []
+
+        def claim(owner: str, barrier=barrier, won=won) -> None:
+            barrier.wait()
+            with svc.transaction() as s:
+                if repo.claim_thread(s, "race", owner, utcnow(), timedelta(seconds=30)):
+                    won.append(owner)
+
+        threads = [threading.Thread(target=claim, args=(f"w{n}",)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1
+        with svc.transaction() as s:
+            claim_row = repo.Claim("race", won[0], repo.thread_version(s, "race"), False)
+            assert repo.release_thread(s, claim_row, claim_row.version)
+
+
+def test_an_expired_lease_is_taken_over_once(make_services, simulators):
+    svc = make_services()
+    handle_event(svc, call_events("lease")[0])
+    now = utcnow()
+    with svc.transaction() as s:
+        assert repo.claim_thread(s, "lease", "dead-worker", now, timedelta(seconds=1))
+        assert repo.claim_thread(s, "lease", "other", now, timedelta(seconds=30)) is None
+    later = now + timedelta(seconds=2)
+    with svc.transaction() as s:
+        takeover = repo.claim_thread(s, "lease", "heir", later, timedelta(seconds=30))
+        assert takeover is not None and takeover.took_over
+        assert repo.claim_thread(s, "lease", "late", later, timedelta(seconds=30)) is None
+
+
+def test_an_event_during_a_run_is_not_dropped(make_services, simulators):
+    """A worker that cannot get the lease leaves its event to the holder, who looks again."""
+    svc = make_services()
+    handle_event(svc, call_events("busy")[0])
+    with svc.transaction() as s:
+        claim = repo.claim_thread(s, "busy", "holder", utcnow(), timedelta(seconds=30))
+        version = claim.version
+    _, driven = handle_event(svc, call_events("busy")[2])   # STOPPED, thread busy
+    assert driven.busy
+    with svc.transaction() as s:
+        assert not repo.release_thread(s, claim, version), "the version moved: keep going"
+        s.execute(repo.update(repo.ThreadRow).values(lease_owner=None))
+    drive_thread(svc, "busy")
+    caliq = SimulatorAdmin(simulators.caliq_url).state()
+    assert [c["UniqueID"] for c in caliq["interactions"]] == ["busy"]
