@@ -13,15 +13,23 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker.settings import BaseConfig, SettingsError
+from worker.settings import BaseConfig, SettingsError, get_base_config
 
 QUEUE = "callsync"
 
 
 def make_app(config: BaseConfig | None = None) -> Celery:
-    config = config or BaseConfig()
-    app = Celery("callsync", broker=config.celery_broker_url, include=["worker.tasks"])
+    config = config or get_base_config()
+    app = Celery("callsync", broker=config.celery_broker_url,
+                 include=["worker.tasks"])
     visibility = {"visibility_timeout": config.celery_visibility_timeout}
+    transport = {
+        **visibility,
+        # Scan for messages of dead workers every interval (not every 10th: the scan is cheap),
+        # so a killed worker's unacknowledged messages return soon after the visibility timeout.
+        "unacked_restore_interval": min(10, max(1, config.celery_visibility_timeout // 3)),
+        "unacked_restore_throttle": 1,
+    }
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -34,7 +42,7 @@ def make_app(config: BaseConfig | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         # The visibility timeout must be the same everywhere Celery looks for it.
-        broker_transport_options=visibility,
+        broker_transport_options=transport,
         result_backend_transport_options=visibility,
         visibility_timeout=config.celery_visibility_timeout,
         broker_connection_retry_on_startup=True,
@@ -60,7 +68,7 @@ app = make_app()
 def _setup_logging(**_: Any) -> None:
     from worker.logs import configure_logging
 
-    base = BaseConfig()
+    base = get_base_config()
     secrets: tuple[str, ...] = ()
     try:
         from worker.settings import get_settings
@@ -87,7 +95,10 @@ def _check_configuration(**_: Any) -> None:
     prepare_database(settings.database_url)
     import structlog
 
+    from worker.logs import configure_logging
     from worker.settings import delivery_warnings
 
+    configure_logging(settings.log_level, settings.secrets())
     for warning in delivery_warnings(settings):
         structlog.get_logger("callsync").warning("configuration risk", detail=warning)
+

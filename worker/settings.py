@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The longest countdown a task retried for infrastructure errors waits in the broker.
+INFRA_RETRY_BACKOFF_MAX = 120
 REPO_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 
 
@@ -25,9 +27,11 @@ class BaseConfig(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     celery_broker_url: str = "redis://localhost:6379/0"
-    celery_visibility_timeout: int = Field(default=3600, ge=30)
+    celery_visibility_timeout: int = Field(default=3600, ge=5)
     database_url: str = "sqlite:///callsync.db"
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    # A call untouched this long with work left is presumed abandoned and re-driven.
+    sweep_quiet_seconds: float = Field(default=60.0, ge=0)
     task_time_limit_seconds: int = Field(default=900, ge=10)
     log_level: str = "INFO"
     # Deliveries of one message that may die mid-task before it is quarantined as poison.
@@ -106,10 +110,10 @@ def delivery_warnings(settings: Settings) -> list[str]:
             f"TASK_TIME_LIMIT_SECONDS={settings.task_time_limit_seconds} is not below "
             f"CELERY_VISIBILITY_TIMEOUT={visibility}: a long task could be delivered twice"
         )
-    if settings.retry_backoff_max_seconds >= visibility:
+    if visibility <= INFRA_RETRY_BACKOFF_MAX:
         warnings.append(
-            f"RETRY_BACKOFF_MAX_SECONDS={settings.retry_backoff_max_seconds} is not below "
-            f"CELERY_VISIBILITY_TIMEOUT={visibility}: a delayed retry could run twice"
+            f"CELERY_VISIBILITY_TIMEOUT={visibility} is not above the {INFRA_RETRY_BACKOFF_MAX}s "
+            "back-off of a task retried for a database outage: it could run twice"
         )
     step = 3 * (settings.http_connect_timeout + settings.http_read_timeout)
     if settings.lease_seconds < step:
@@ -138,6 +142,14 @@ def describe_validation_error(exc: ValidationError) -> str:
 def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_base_config() -> BaseConfig:
+    try:
+        return BaseConfig()
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
 

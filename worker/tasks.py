@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -21,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from worker.adapters import repository as repo
 from worker.celery_app import QUEUE, app
 from worker.service import Driven, Services, drive_thread, handle_event, quarantine, utcnow
-from worker.settings import BaseConfig, inline_retry_limit
+from worker.settings import INFRA_RETRY_BACKOFF_MAX, get_base_config, inline_retry_limit
 
 log = structlog.get_logger("callsync.tasks")
 
@@ -31,7 +32,7 @@ RETRY_POLICY: dict[str, Any] = {
     "reject_on_worker_lost": True,
     "autoretry_for": INFRA_ERRORS,   # database or network down: try the whole message again
     "retry_backoff": 2,
-    "retry_backoff_max": 120,
+    "retry_backoff_max": INFRA_RETRY_BACKOFF_MAX,
     "retry_jitter": True,
     "max_retries": None,
 }
@@ -50,7 +51,7 @@ def schedule_retry(driven: Driven | None) -> None:
     if driven is None or driven.retry_at is None:
         return
     delay = max(0.0, (driven.retry_at - utcnow()).total_seconds())
-    if delay <= inline_retry_limit(BaseConfig().celery_visibility_timeout):
+    if delay <= inline_retry_limit(get_base_config().celery_visibility_timeout):
         drive.apply_async(args=[driven.thread_key], countdown=delay, queue=QUEUE)
 
 
@@ -141,7 +142,8 @@ def sweep() -> int:
     """Re-drive every thread whose work is unfinished and unowned (see repository.threads_due)."""
     from worker.service import due_threads
 
-    keys = due_threads(_services())
+    quiet = timedelta(seconds=get_base_config().sweep_quiet_seconds)
+    keys = due_threads(_services(), quiet_for=quiet)
     for key in keys:
         drive.apply_async(args=[key], queue=QUEUE)
     if keys:

@@ -84,7 +84,8 @@ def start_worker(simulators, broker_url, tmp_path):  # type: ignore[no-untyped-d
 
     def start(database_url: str, *args: str, **env: str) -> WorkerProcess:
         full_env = sandbox_env(simulators, database_url, CELERY_BROKER_URL=broker_url,
-                               SWEEP_INTERVAL_SECONDS="5", **env)
+                               SWEEP_INTERVAL_SECONDS="5")
+        full_env.update(env)
         worker = WorkerProcess(full_env, tmp_path / f"worker-{len(started)}.log", *args)
         started.append(worker)
         worker.wait_ready()

@@ -102,6 +102,10 @@ def accept_event(
     session.execute(
         update(CallRow).where(CallRow.interaction_id == call_id).values(
             status=case((CallRow.status < status, status), else_=CallRow.status),
+            # A call that moved forward has work again, whoever ends up doing it: the sweep
+            # finds it by this state if the worker holding its thread dies first.
+            sync_state=case((CallRow.status < status, CallSync.PENDING.value),
+                            else_=CallRow.sync_state),
             updated_at=now,
         )
     )

@@ -139,6 +139,12 @@ class SimHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: SimServer
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the client hung up (a killed worker, a timeout): nothing to answer
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the request log at /_sim/requests replaces stderr noise
 
