@@ -140,10 +140,9 @@ class SimHandler(BaseHTTPRequestHandler):
     server: SimServer
 
     def handle(self) -> None:
-        try:
+        # The client hung up (a killed worker, a timeout): there is nothing to answer.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             super().handle()
-        except (ConnectionResetError, BrokenPipeError):
-            pass  # the client hung up (a killed worker, a timeout): nothing to answer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the request log at /_sim/requests replaces stderr noise
