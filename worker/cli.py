@@ -33,6 +33,9 @@ def _services():  # type: ignore[no-untyped-def]
 
     try:
         settings = get_settings()
+        from worker.logs import configure_logging
+
+        configure_logging(settings.log_level, settings.secrets())
         prepare_database(settings.database_url)
         return get_services()
     except (SettingsError, MappingError) as exc:
@@ -80,7 +83,8 @@ def sync(
                 received, _ = handle_event(svc, line, source=f"file:{number}")
                 counts[received.outcome] = counts.get(received.outcome, 0) + 1
                 if received.error:
-                    err_console.print(f"{file}:{number}: {received.error}")
+                    err_console.print(f"{file}:{number}: {received.error}", soft_wrap=True,
+                                      markup=False, highlight=False)
             progress.advance(task)
     console.print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no events")
     raise typer.Exit(1 if counts.get("rejected") else 0)
