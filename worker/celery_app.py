@@ -21,7 +21,7 @@ QUEUE = "callsync"
 def make_app(config: BaseConfig | None = None) -> Celery:
     config = config or get_base_config()
     app = Celery("callsync", broker=config.celery_broker_url,
-                 include=["worker.tasks"])
+                 include=["worker.tasks", "worker.admin_tasks"])
     visibility = {"visibility_timeout": config.celery_visibility_timeout}
     transport = {
         **visibility,
@@ -102,3 +102,5 @@ def _check_configuration(**_: Any) -> None:
     for warning in delivery_warnings(settings):
         structlog.get_logger("callsync").warning("configuration risk", detail=warning)
 
+
+import worker.observability  # noqa: F401, E402  (signal handlers)

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from worker.commands import ops
 from worker.settings import BaseConfig, SettingsError
 
 cli = typer.Typer(help="callsync: Genesys phone calls into Oracle Fusion Service and Caliq.",
@@ -102,6 +103,11 @@ def demo(
 
 
 # Commands defined in their own modules register here, one line each.
+cli.command()(ops.replay)
+cli.command()(ops.status)
+cli.command()(ops.failures)
+cli.command()(ops.check)
+cli.command()(ops.alive)
 
 
 def _progress() -> Progress:

@@ -38,6 +38,7 @@ class BaseConfig(BaseSettings):
     redelivery_cap: int = Field(default=5, ge=1)
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
     liveness_file: Path | None = None  # touched while the worker consumes; for probes
+    liveness_interval_seconds: float = Field(default=10.0, gt=0)
 
 
 class Settings(BaseConfig):

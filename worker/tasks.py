@@ -1,5 +1,7 @@
 """Celery tasks: thin entry points over worker.service, JSON arguments only.
 
+The task id is bound to every log line by worker.observability (task_prerun / task_postrun).
+
 `callsync.phone_call(event)` is the public contract producers publish to. The other tasks take a
 thread key and load everything else from the database, so a retry or a replay always acts on the
 stored record, never on a stale copy of the arguments.
@@ -96,40 +98,35 @@ def _crash_if_told(event: Any) -> None:
 @app.task(name="callsync.phone_call", bind=True, **RETRY_POLICY)
 def phone_call(self: Task, event: Any) -> dict[str, Any]:
     """Apply one Genesys phone-call event (the producers' contract)."""
-    structlog.contextvars.bind_contextvars(task_id=self.request.id)
     svc = _services()
-    try:
-        def on_poison(reason: str) -> None:
-            quarantine(svc, event, thread_key=None, reason=reason)
 
-        with poison_guard(svc, delivery_key(event), on_poison) as poisoned:
-            if poisoned:
-                return {"outcome": "poison"}
-            _crash_if_told(event)
-            received, driven = handle_event(svc, event, task_id=self.request.id)
-            schedule_retry(driven)
-            return {"outcome": received.outcome, "interaction_id": received.interaction_id}
-    finally:
-        structlog.contextvars.clear_contextvars()
+    def on_poison(reason: str) -> None:
+        quarantine(svc, event, thread_key=None, reason=reason)
+
+    with poison_guard(svc, delivery_key(event), on_poison) as poisoned:
+        if poisoned:
+            return {"outcome": "poison"}
+        _crash_if_told(event)
+        received, driven = handle_event(svc, event, task_id=self.request.id)
+        schedule_retry(driven)
+        return {"outcome": received.outcome, "interaction_id": received.interaction_id}
 
 
 @app.task(name="callsync.drive_thread", bind=True, **RETRY_POLICY)
 def drive(self: Task, thread_key: str) -> dict[str, Any]:
     """Resume a thread from its stored state (after a back-off, or from the sweep)."""
-    structlog.contextvars.bind_contextvars(task_id=self.request.id, thread=thread_key)
+    structlog.contextvars.bind_contextvars(thread=thread_key)
     svc = _services()
-    try:
-        def on_poison(reason: str) -> None:
-            quarantine(svc, thread_key, thread_key=thread_key, reason=reason)
 
-        with poison_guard(svc, f"thread:{thread_key[:250]}", on_poison) as poisoned:
-            if poisoned:
-                return {"outcome": "poison"}
-            driven = drive_thread(svc, thread_key)
-            schedule_retry(driven)
-            return {"steps": driven.steps, "busy": driven.busy}
-    finally:
-        structlog.contextvars.clear_contextvars()
+    def on_poison(reason: str) -> None:
+        quarantine(svc, thread_key, thread_key=thread_key, reason=reason)
+
+    with poison_guard(svc, f"thread:{thread_key[:250]}", on_poison) as poisoned:
+        if poisoned:
+            return {"outcome": "poison"}
+        driven = drive_thread(svc, thread_key)
+        schedule_retry(driven)
+        return {"steps": driven.steps, "busy": driven.busy}
 
 
 @app.task(name="callsync.noop", ignore_result=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from worker.adapters.http import ErrorKind, JsonHttp, Recorder, RemoteError
+from worker.adapters.http import ErrorKind, JsonHttp, Limiter, Recorder, RemoteError
 
 
 def describe_caliq_error(response: requests.Response) -> str:
@@ -17,13 +17,14 @@ def describe_caliq_error(response: requests.Response) -> str:
 class CaliqClient:
     def __init__(
         self, root: str, *, api_key: str, duplicate_pattern: str = "already exists",
-        timeout: tuple[float, float] = (5.0, 30.0),
+        timeout: tuple[float, float] = (5.0, 30.0), limiter: Limiter | None = None,
     ) -> None:
         self.api_key = api_key
         self.duplicate = re.compile(duplicate_pattern, re.IGNORECASE)
         self.http = JsonHttp(
             "caliq", root, timeout=timeout,
             headers={"Content-Type": "application/json", "Accept": "application/json"},
+            limiter=limiter,
         )
 
     def create_interaction(self, body: dict[str, Any], recorder: Recorder | None = None) -> None:
@@ -45,10 +46,12 @@ class CaliqClient:
         ) or "OK:false without issues"
         raise RemoteError("caliq", ErrorKind.PERMANENT, f"Caliq refused: {text}")
 
-    def check(self) -> None:
-        """Lists channels: proves the URL and the apiKey."""
-        self.http.request("POST", "api/v1/Channel", json_body={"apiKey": self.api_key},
-                          describe_error=describe_caliq_error)
+    def channels(self) -> dict[int, str]:
+        """The documented Channel list: proves the URL and the apiKey, for `callsync check`."""
+        response = self.http.request("POST", "api/v1/Channel", json_body={"apiKey": self.api_key},
+                                     describe_error=describe_caliq_error)
+        listed = _json(response).get("ChannelList") or []
+        return {int(c["ID"]): str(c.get("Description", "")) for c in listed if "ID" in c}
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

@@ -72,6 +72,8 @@ def make_session(pool_size: int = 32) -> requests.Session:
 
 
 Recorder = Callable[[RequestRecord], None]
+# Blocks until the CRM's shared rate limit lets one more request go (worker.adapters.ratelimit).
+Limiter = Callable[[], object]
 
 
 class JsonHttp:
@@ -80,9 +82,10 @@ class JsonHttp:
     def __init__(
         self, crm: str, root: str, *, timeout: tuple[float, float],
         headers: dict[str, str] | None = None, auth: Any = None,
-        session: requests.Session | None = None,
+        session: requests.Session | None = None, limiter: Limiter | None = None,
     ) -> None:
         self.crm = crm
+        self.limiter = limiter
         self.root = root.rstrip("/")
         self.timeout = timeout
         self.session = session or make_session()
@@ -94,6 +97,8 @@ class JsonHttp:
         json_body: Any = None, params: dict[str, str] | None = None,
         describe_error: Callable[[requests.Response], str] | None = None,
     ) -> requests.Response:
+        if self.limiter is not None:
+            self._wait_for_turn(self.limiter, method, path)
         started = time.perf_counter()
         try:
             response = self.session.request(
@@ -130,6 +135,17 @@ class JsonHttp:
                 maybe_applied=kind is ErrorKind.TRANSIENT and method != "GET",
             )
         return response
+
+    def _wait_for_turn(self, limiter: Limiter, method: str, path: str) -> None:
+        try:
+            limiter()
+        except Exception as exc:  # the limiter's store is down, or its queue too long
+            # Nothing was sent: a transient error that backs off, never a request over the limit.
+            raise RemoteError(
+                self.crm, ErrorKind.TRANSIENT,
+                f"{method} {path}: rate limit unavailable ({type(exc).__name__})",
+                retry_after=1.0,
+            ) from None
 
 
 def _request_id(response: requests.Response) -> str | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import requests
 
-from worker.adapters.http import ErrorKind, JsonHttp, Recorder, RemoteError
+from worker.adapters.http import ErrorKind, JsonHttp, Limiter, Recorder, RemoteError
 
 ITEM_TYPE = "application/vnd.oracle.adf.resourceitem+json"
 
@@ -34,7 +34,7 @@ class OracleClient:
     def __init__(
         self, api_root: str, *, username: str | None = None, password: str | None = None,
         token: str | None = None, framework_version: int = 4,
-        timeout: tuple[float, float] = (5.0, 30.0),
+        timeout: tuple[float, float] = (5.0, 30.0), limiter: Limiter | None = None,
     ) -> None:
         headers = {
             "REST-Framework-Version": str(framework_version),
@@ -46,7 +46,8 @@ class OracleClient:
             headers["Authorization"] = f"Bearer {token}"
         else:
             auth = (username or "", password or "")
-        self.http = JsonHttp("oracle", api_root, timeout=timeout, headers=headers, auth=auth)
+        self.http = JsonHttp("oracle", api_root, timeout=timeout, headers=headers, auth=auth,
+                             limiter=limiter)
 
     def _send(self, method: str, path: str, recorder: Recorder | None, **kw: Any) -> Any:
         response = self.http.request(

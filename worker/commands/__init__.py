@@ -1,0 +1,1 @@
+"""`callsync` commands that live in their own modules; worker.cli registers each one."""
