@@ -146,9 +146,13 @@ def drive_thread(svc: Services, thread_key: str) -> Driven:
                 return result
             result.steps += 1
         with svc.transaction() as s:
-            repo.save_sync_states(s, thread, svc.clock())
+            now = svc.clock()
+            repo.save_sync_states(s, thread, now)
             if repo.release_thread(s, claim, version):
                 break
+            if not repo.renew_lease(s, claim, now, svc.lease):
+                bound.warning("lease lost; stopping")   # expired and taken over meanwhile
+                return result
             version = repo.thread_version(s, thread_key)  # new events arrived: look again
     result.retry_at = min(
         (leg.next_attempt_at for call in thread.calls.values() for leg in call.legs.values()

@@ -223,3 +223,15 @@ def test_an_event_during_a_run_is_not_dropped(make_services, simulators):
     drive_thread(svc, "busy")
     caliq = SimulatorAdmin(simulators.caliq_url).state()
     assert [c["UniqueID"] for c in caliq["interactions"]] == ["busy"]
+
+
+def test_a_worker_whose_lease_was_taken_over_stops(make_services, simulators):
+    """Its release fails because the lease is someone else's now: it must stop, not spin."""
+    svc = make_services(lease_seconds=2)
+    handle_event(svc, call_events("stolen")[0])
+    with svc.transaction() as s:
+        claim = repo.claim_thread(s, "stolen", "slow", utcnow(), timedelta(seconds=2))
+        assert repo.claim_thread(
+            s, "stolen", "heir", utcnow() + timedelta(seconds=3), timedelta(seconds=30))
+        assert not repo.release_thread(s, claim, claim.version)
+        assert not repo.renew_lease(s, claim, utcnow(), timedelta(seconds=2))
