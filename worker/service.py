@@ -6,6 +6,7 @@ the adapters (worker.adapters). Celery tasks and the CLI call these functions an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import uuid
@@ -133,6 +134,18 @@ def drive_thread(svc: Services, thread_key: str) -> Driven:
     if claim is None:
         result.busy = True
         return result
+    try:
+        _drive_claimed(svc, claim, result)
+    except Exception:
+        # A database or programming error: free the thread now rather than at lease expiry.
+        with contextlib.suppress(Exception), svc.transaction() as s:
+            repo.abandon_lease(s, claim)
+        raise
+    return result
+
+
+def _drive_claimed(svc: Services, claim: repo.Claim, result: Driven) -> None:
+    thread_key = claim.thread_key
     bound = log.bind(thread=thread_key)
     if claim.took_over:
         bound.warning("lease taken over from a worker that did not finish")
@@ -143,23 +156,24 @@ def drive_thread(svc: Services, thread_key: str) -> Driven:
         while (step := next_step(thread, svc.clock())) is not None:
             if not _run_step(svc, claim, thread, step, recovering=claim.took_over):
                 bound.warning("lease lost; stopping")
-                return result
+                return
             result.steps += 1
         with svc.transaction() as s:
             now = svc.clock()
-            repo.save_sync_states(s, thread, now)
-            if repo.release_thread(s, claim, version):
-                break
-            if not repo.renew_lease(s, claim, now, svc.lease):
+            # threads before calls, the lock order of every transaction (no deadlocks)
+            released = repo.release_thread(s, claim, version)
+            if not released and not repo.renew_lease(s, claim, now, svc.lease):
                 bound.warning("lease lost; stopping")   # expired and taken over meanwhile
-                return result
+                return
+            repo.save_sync_states(s, thread, now)
+            if released:
+                break
             version = repo.thread_version(s, thread_key)  # new events arrived: look again
     result.retry_at = min(
         (leg.next_attempt_at for call in thread.calls.values() for leg in call.legs.values()
          if leg.state is LegState.RETRY and leg.next_attempt_at is not None),
         default=None,
     )
-    return result
 
 
 def _run_step(

@@ -99,6 +99,12 @@ def accept_event(
     previous = session.scalar(select(CallRow.status).where(CallRow.interaction_id == call_id))
     outcome = "duplicate" if seen else ("stale" if previous is not None and previous > status
                                         else "accepted")
+    # Locks in one order everywhere (threads, then calls), or PostgreSQL finds deadlocks.
+    session.execute(
+        update(ThreadRow).where(ThreadRow.thread_key == _call_thread(session, call_id)).values(
+            version=ThreadRow.version + 1, updated_at=now,
+        )
+    )
     session.execute(
         update(CallRow).where(CallRow.interaction_id == call_id).values(
             status=case((CallRow.status < status, status), else_=CallRow.status),
@@ -107,11 +113,6 @@ def accept_event(
             sync_state=case((CallRow.status < status, CallSync.PENDING.value),
                             else_=CallRow.sync_state),
             updated_at=now,
-        )
-    )
-    session.execute(
-        update(ThreadRow).where(ThreadRow.thread_key == _call_thread(session, call_id)).values(
-            version=ThreadRow.version + 1, updated_at=now,
         )
     )
     session.add(JournalRow(
@@ -166,6 +167,13 @@ def release_thread(session: Session, claim: Claim, version: int) -> bool:
         ).values(lease_owner=None, lease_expires_at=None)
     )
     return result.rowcount == 1
+
+
+def abandon_lease(session: Session, claim: Claim) -> None:
+    """Give the lease back after an error, so a retry need not wait for it to expire."""
+    session.execute(update(ThreadRow).where(
+        ThreadRow.thread_key == claim.thread_key, ThreadRow.lease_owner == claim.owner
+    ).values(lease_owner=None, lease_expires_at=None))
 
 
 def renew_lease(session: Session, claim: Claim, now: datetime, lease: timedelta) -> bool:

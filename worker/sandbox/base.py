@@ -137,6 +137,8 @@ class SimServer(ThreadingHTTPServer):
 class SimHandler(BaseHTTPRequestHandler):
     # HTTP/1.1 + Content-Length everywhere: the worker's pooled requests.Session reuses sockets.
     protocol_version = "HTTP/1.1"
+    # Without it every small reply waits on Nagle's algorithm (~25 ms), skewing benchmarks.
+    disable_nagle_algorithm = True
     server: SimServer
 
     def handle(self) -> None:
