@@ -12,6 +12,7 @@ from functools import lru_cache
 from worker.adapters.caliq import CaliqClient
 from worker.adapters.db import is_sqlite, make_engine, make_session_factory, upgrade
 from worker.adapters.oracle import OracleClient
+from worker.adapters.ratelimit import build_limiter
 from worker.mapping import load_mappings
 from worker.service import Services
 from worker.settings import Settings, get_settings
@@ -19,6 +20,7 @@ from worker.settings import Settings, get_settings
 
 def build_services(settings: Settings) -> Services:
     timeout = (settings.http_connect_timeout, settings.http_read_timeout)
+    limits_url = rate_limit_url(settings)
     oracle = OracleClient(
         settings.oracle_api_root,
         username=settings.oracle_username,
@@ -26,12 +28,14 @@ def build_services(settings: Settings) -> Services:
         token=settings.oracle_token.get_secret_value() if settings.oracle_token else None,
         framework_version=settings.oracle_rest_framework_version,
         timeout=timeout,
+        limiter=build_limiter(limits_url, "oracle", settings.oracle_rate_limit_per_second),
     )
     caliq = CaliqClient(
         settings.caliq_root,
         api_key=settings.caliq_api_key.get_secret_value(),
         duplicate_pattern=settings.caliq_duplicate_pattern,
         timeout=timeout,
+        limiter=build_limiter(limits_url, "caliq", settings.caliq_rate_limit_per_second),
     )
     return Services(
         sessions=make_session_factory(make_engine(settings.database_url)),
@@ -44,6 +48,14 @@ def build_services(settings: Settings) -> Services:
         redelivery_cap=settings.redelivery_cap,
         secrets=settings.secrets(),
     )
+
+
+def rate_limit_url(settings: Settings) -> str | None:
+    """Where the shared rate limits live: their own setting, else the broker when it is Redis."""
+    if settings.rate_limit_redis_url:
+        return settings.rate_limit_redis_url
+    broker = settings.celery_broker_url
+    return broker if broker.startswith(("redis://", "rediss://", "unix://")) else None
 
 
 def prepare_database(database_url: str) -> None:

@@ -1,0 +1,70 @@
+"""`callsync bench` end to end, tiny: real simulators, a real worker, the real broker.
+
+Asserts what the report promises (its fields, a complete result at the minimum of requests),
+never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from worker.cli import cli
+
+pytestmark = pytest.mark.redis
+
+# A Redis database of the benchmark test's own: the bench flushes it, and refuses it when another
+# client is connected to it.
+BENCH_REDIS_URL = os.environ.get("CALLSYNC_TEST_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+FIELDS = ("calls_per_second", "events_per_second", "noop_tasks_per_second", "ratio_to_noop",
+          "requests_per_call", "p50_seconds", "p99_seconds", "peak_rss_mb", "settings")
+
+
+@pytest.fixture
+def bench_broker() -> str:
+    try:
+        redis.Redis.from_url(BENCH_REDIS_URL).ping()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {BENCH_REDIS_URL}")
+    return BENCH_REDIS_URL
+
+
+def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -> None:
+    result = CliRunner().invoke(cli, [
+        "bench", "--calls", "20", "--concurrency", "2", "--broker-url", bench_broker,
+        "--json", "--oracle-rate-limit", "500",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for field in FIELDS:
+        assert report[field] is not None, field
+    assert report["complete"] is True
+    assert report["calls"] == 20 and report["events"] == 60
+    # Each request was needed: none repeated, no look-up.
+    assert report["excess_requests"] == 0
+    assert report["get_requests"] == 0
+    assert 3 <= report["requests_per_call"] <= 4.5
+    assert report["ratio_to_noop"] == pytest.approx(
+        report["events_per_second"] / report["noop_tasks_per_second"], rel=0.01)
+    assert report["settings"]["pool"] == "prefork"
+    assert report["settings"]["database"] == "sqlite"
+    assert report["rates"]["oracle"]["limit_per_second"] == 500
+    assert report["p50_seconds"] <= report["p99_seconds"]
+
+
+def test_a_broker_database_in_use_is_refused_before_anything_is_flushed(bench_broker: str
+                                                                         ) -> None:
+    other = redis.Redis.from_url(bench_broker)
+    other.set("someone-elses-key", "1")
+    try:
+        result = CliRunner().invoke(cli, ["bench", "--calls", "1", "--broker-url", bench_broker])
+        assert result.exit_code == 1
+        assert "in use" in result.output
+        assert other.get("someone-elses-key") == b"1"
+    finally:
+        other.delete("someone-elses-key")
+        other.close()

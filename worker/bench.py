@@ -1,0 +1,359 @@
+"""`callsync bench`: throughput against Celery's own ceiling, requests per call, latency, memory.
+
+One run, one isolated world (worker.bench_env): the simulators, real `celery worker` processes on
+the real broker, and a fresh database. First Celery's ceiling: as many `callsync.noop` tasks as the
+run has events, through the same broker, pool and concurrency. Then N calls as realistic threads
+(worker.bench_plan). Nothing is reported unless every call is complete with no duplicate
+(worker.bench_check).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any, Protocol
+
+import psutil
+import redis
+from celery import Celery
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import Engine
+
+from worker import bench_check as check
+from worker.adapters.models import CallRow, JournalRow, LegRow, RequestRow
+from worker.adapters.ratelimit import default_burst
+from worker.bench_env import (
+    SANDBOX_CREDENTIALS,
+    BenchError,
+    Sampler,
+    SimulatorProcess,
+    WorkerFleet,
+    flush_broker,
+    fresh_database,
+)
+from worker.bench_plan import Plan, plan_events
+from worker.domain.plan import CallSync, LegState
+from worker.mapping.transcript import parse_transcript
+
+QUEUE = "callsync"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    calls: int = 2000
+    workers: int = 1
+    pool: str = "prefork"
+    concurrency: int = 2
+    database_url: str | None = None          # None: a temporary SQLite file
+    broker_url: str = "redis://127.0.0.1:6379/12"
+    latency_ms: float = 0.0
+    oracle_rate_limit: float = 0.0
+    caliq_rate_limit: float = 0.0
+    order: str = "interleaved"
+    publish_rate: float = 0.0                # events per second; 0: as fast as possible
+    noop: bool = True
+    timeout: float = 1800.0
+
+
+def run_bench(config: BenchConfig, say: Say = lambda _: None) -> dict[str, Any]:
+    """Run the whole benchmark; the report, or BenchError when it could not run or is wrong."""
+    plan = plan_events(config.calls, f"bench-{uuid.uuid4().hex[:6]}", order=config.order)
+    flush_broker(config.broker_url)
+    with ExitStack() as stack:
+        database_url = stack.enter_context(fresh_database(config.database_url))
+        sims = SimulatorProcess(config.latency_ms).start()
+        stack.callback(sims.stop)
+        logs = Path(stack.enter_context(TemporaryDirectory(prefix="callsync-bench-logs-")))
+        fleet = WorkerFleet(_worker_env(config, sims, database_url), config.workers,
+                            config.pool, config.concurrency, logs).start()
+        stack.callback(fleet.stop)
+        say(f"{config.workers} worker(s) ready: pool={config.pool} "
+            f"concurrency={config.concurrency} database={_backend(database_url)}")
+        publisher = Celery(broker=config.broker_url)
+        stack.callback(publisher.close)
+        watch = BrokerWatch(config.broker_url)
+        noop = measure_noop(publisher, watch, len(plan.events), say) if config.noop else None
+        engine = create_engine(database_url)
+        stack.callback(engine.dispose)
+        run = measure_calls(publisher, engine, plan, fleet, watch, config, say)
+        say("checking the records")
+        verdict = verify(engine, plan, sims)
+        worker_errors = _worker_errors(fleet.logs())
+    return report(config, plan, noop, run, verdict, database_url, worker_errors)
+
+
+def _worker_env(config: BenchConfig, sims: SimulatorProcess, database_url: str) -> dict[str, str]:
+    return {
+        **SANDBOX_CREDENTIALS,
+        "ORACLE_BASE_URL": sims.oracle_url,
+        "CALIQ_BASE_URL": sims.caliq_url,
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": config.broker_url,
+        "LOG_LEVEL": "WARNING",
+        "ORACLE_RATE_LIMIT_PER_SECOND": str(config.oracle_rate_limit),
+        "CALIQ_RATE_LIMIT_PER_SECOND": str(config.caliq_rate_limit),
+        "RATE_LIMIT_REDIS_URL": config.broker_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _backend(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+class BrokerWatch:
+    """Gives up early when waiting longer cannot help: the broker restarted (its queued messages
+    are gone), or nothing moved for a while with nothing left on the broker."""
+
+    def __init__(self, url: str, stall_seconds: float = 90.0) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.run_id = self._run_id()
+        self.stall_seconds = stall_seconds
+        self.progress, self.moved_at = -1, time.monotonic()
+        self.reason: str | None = None
+
+    def _run_id(self) -> str | None:
+        try:
+            return str(self.client.info("server").get("run_id"))
+        except redis.RedisError:
+            return None
+
+    def lost(self, done: int) -> bool:
+        if self._run_id() != self.run_id:
+            self.reason = "the broker restarted during the run (its queued messages are lost)"
+        elif done != self.progress:
+            self.progress, self.moved_at = done, time.monotonic()
+        elif (time.monotonic() - self.moved_at > self.stall_seconds
+              and self.client.llen(QUEUE) == 0 and self.client.hlen("unacked") == 0):
+            self.reason = f"no progress for {self.stall_seconds:.0f}s and nothing queued"
+        return self.reason is not None
+
+
+# --- Celery's ceiling -----------------------------------------------------------------------
+
+
+def measure_noop(publisher: Celery, watch: BrokerWatch, tasks: int, say: Say
+                 ) -> dict[str, float]:
+    """Seconds for the workers to take and acknowledge `tasks` empty tasks, first publish to
+    last acknowledgement (the queue and kombu's unacked hash both empty)."""
+    say(f"Celery ceiling: {tasks} callsync.noop tasks")
+    client = watch.client
+    started = time.perf_counter()
+    with publisher.producer_or_acquire() as producer:
+        for _ in range(tasks):
+            publisher.send_task("callsync.noop", queue=QUEUE, producer=producer)
+    published = time.perf_counter() - started
+
+    def drained() -> bool:
+        return client.llen(QUEUE) == 0 and client.hlen("unacked") == 0
+
+    quiet = 0
+    while quiet < 2:  # twice in a row: a message is briefly in neither while it is handed over
+        quiet = quiet + 1 if drained() else 0
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    if watch.lost(-1):
+        raise BenchError(f"{watch.reason}: the no-op ceiling is void")
+    return {"tasks": tasks, "seconds": elapsed, "publish_seconds": published,
+            "tasks_per_second": tasks / elapsed}
+
+
+# --- callsync -------------------------------------------------------------------------------
+
+
+@dataclass
+class CallsRun:
+    started: float                               # epoch seconds of the first publish
+    published: dict[tuple[str, int], float]      # (call, status) -> epoch seconds
+    publish_seconds: float
+    samples: list[tuple[float, int, float]]      # (seconds, calls synced, worker RSS MiB)
+
+
+def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFleet,
+                  watch: BrokerWatch, config: BenchConfig, say: Say) -> CallsRun:
+    say(f"callsync: {len(plan.events)} events of {plan.calls} calls "
+        f"({len(set(plan.threads.values()))} threads, order={config.order})")
+
+    def synced() -> int:
+        with engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(CallRow)
+                                   .where(CallRow.sync_state == CallSync.SYNCED.value)) or 0)
+
+    sampler = Sampler(fleet.pids(), synced).start()
+    published: dict[tuple[str, int], float] = {}
+    started = time.time()
+    with publisher.producer_or_acquire() as producer:
+        for n, event in enumerate(plan.events):
+            if config.publish_rate > 0:
+                time.sleep(max(0.0, started + n / config.publish_rate - time.time()))
+            published[(event["interaction_id"], event["status"])] = time.time()
+            publisher.send_task("callsync.phone_call", args=[event], queue=QUEUE,
+                                producer=producer)
+    publish_seconds = time.time() - started
+    deadline, last = time.monotonic() + config.timeout, -1.0
+    try:
+        while (done := synced()) < plan.calls:
+            if time.monotonic() > deadline or watch.lost(done):
+                raise BenchError(f"{watch.reason or 'timed out'}: {done} of {plan.calls} calls "
+                                 f"synced\n{_stuck(engine)}{fleet.logs()[-2000:]}")
+            if time.monotonic() - last > 10:
+                say(f"  {done}/{plan.calls} calls synced")
+                last = time.monotonic()
+            time.sleep(0.2)
+        sampler.sample(time.time() - started)
+    finally:
+        sampler.stop()
+    return CallsRun(started, published, publish_seconds, sampler.samples)
+
+
+def _stuck(engine: Engine) -> str:
+    with engine.connect() as conn:
+        rows = conn.execute(select(LegRow.state, func.count()).where(
+            LegRow.state != LegState.DONE.value).group_by(LegRow.state)).all()
+    return f"legs not done: {dict((r[0], r[1]) for r in rows)}\n"
+
+
+# --- checking -------------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    requests: dict[str, Any]
+    minimum: dict[str, int]
+    logged_by_callsync: int
+    rates: dict[str, dict[str, float]]
+    received: dict[tuple[str, int], datetime]
+    legs_done: dict[tuple[str, str], datetime]
+
+
+class HasUrls(Protocol):
+    oracle_url: str
+    caliq_url: str
+
+
+def verify(engine: Engine, plan: Plan, sims: HasUrls) -> Verdict:
+    """Fails (BenchError) unless the CRMs hold exactly the run's records, complete."""
+    from worker.sandbox.admin import SimulatorAdmin
+
+    oracle, caliq = SimulatorAdmin(sims.oracle_url, 60), SimulatorAdmin(sims.caliq_url, 60)
+    messages = {e["interaction_id"]: len(parse_transcript(e.get("text")))
+                for e in plan.events if e.get("text")}
+    problems = check.completeness_problems(oracle.state(), caliq.state(), plan.threads, messages)
+    if problems:
+        raise BenchError("the result is not complete:\n  " + "\n  ".join(problems[:30]))
+    logs = {"oracle": oracle.requests_log(), "caliq": caliq.requests_log()}
+    with engine.connect() as conn:
+        rows = [(r[0], r[1], r[2]) for r in conn.execute(
+            select(RequestRow.interaction_id, RequestRow.leg, RequestRow.method))]
+        received: dict[tuple[str, int], datetime] = {}
+        for call_id, status, at in conn.execute(
+            select(JournalRow.interaction_id, JournalRow.status, func.min(JournalRow.received_at))
+            .group_by(JournalRow.interaction_id, JournalRow.status)
+        ):
+            received[(call_id, status)] = at
+        legs_done = {(r[0], r[1]): r[2] for r in conn.execute(
+            select(LegRow.interaction_id, LegRow.leg, LegRow.updated_at)
+            .where(LegRow.state == LegState.DONE.value))}
+    return Verdict(
+        requests=check.request_counts(logs),
+        minimum=check.minimum_requests(rows, plan.calls),
+        logged_by_callsync=len(rows),
+        rates={crm: check.rate_stats(log) for crm, log in logs.items()},
+        received=received, legs_done=legs_done,
+    )
+
+
+def _worker_errors(logs: str) -> int:
+    return sum(1 for line in logs.splitlines() if '"level": "error"' in line
+               or "Traceback" in line)
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def report(config: BenchConfig, plan: Plan, noop: dict[str, float] | None, run: CallsRun,
+           verdict: Verdict, database_url: str, worker_errors: int) -> dict[str, Any]:
+    latencies = check.applied_latencies(run.published, verdict.received, verdict.legs_done)
+    finished = max(check.epoch(at) for at in verdict.legs_done.values())
+    seconds = finished - run.started
+    events = len(plan.events)
+    eps = events / seconds
+    requests = verdict.requests
+    out: dict[str, Any] = {
+        "calls": plan.calls,
+        "events": events,
+        "threads": len(set(plan.threads.values())),
+        "seconds": round(seconds, 3),
+        "publish_seconds": round(run.publish_seconds, 3),
+        "calls_per_second": round(plan.calls / seconds, 2),
+        "calls_per_hour": round(plan.calls / seconds * 3600),
+        "events_per_second": round(eps, 2),
+        "noop_tasks_per_second": round(noop["tasks_per_second"], 2) if noop else None,
+        "noop_seconds": round(noop["seconds"], 3) if noop else None,
+        "ratio_to_noop": round(eps / noop["tasks_per_second"], 3) if noop else None,
+        "requests_per_call": round(requests["total"] / plan.calls, 3),
+        "requests_per_call_minimum": round(verdict.minimum["minimum"] / plan.calls, 3),
+        "excess_requests": requests["total"] - verdict.minimum["minimum"],
+        "get_requests": requests["gets"],
+        "error_responses": requests["errors"],
+        "requests": requests,
+        "arrival": {k: v for k, v in verdict.minimum.items() if k != "minimum"},
+        "p50_seconds": round(check.percentile(latencies, 0.50), 3),
+        "p90_seconds": round(check.percentile(latencies, 0.90), 3),
+        "p99_seconds": round(check.percentile(latencies, 0.99), 3),
+        "max_latency_seconds": round(max(latencies), 3),
+        **_memory(run.samples),
+        "rates": verdict.rates,
+        "complete": True,
+        "worker_error_lines": worker_errors,
+        "settings": {**asdict(config), "database": _backend(database_url),
+                     "database_url": None if config.database_url is None else "(fresh database)",
+                     "total_concurrency": config.workers * config.concurrency},
+        "machine": machine(),
+    }
+    if verdict.requests["total"] != verdict.logged_by_callsync:
+        out["request_log_mismatch"] = verdict.logged_by_callsync
+    if config.latency_ms > 0:
+        ideal = (config.workers * config.concurrency
+                 / (out["requests_per_call_minimum"] * config.latency_ms / 1000))
+        out["latency_bound_calls_per_second"] = round(ideal, 2)
+        out["latency_efficiency"] = round(out["calls_per_second"] / ideal, 3)
+    for crm, limit in (("oracle", config.oracle_rate_limit), ("caliq", config.caliq_rate_limit)):
+        if limit > 0:
+            stats = verdict.rates[crm]
+            # The bucket's promise: in any second, at most its rate plus its burst.
+            burst = default_burst(limit)
+            out["rates"][crm] = {**stats, "limit_per_second": limit,
+                                 "holding": stats["average_per_second"] <= limit
+                                 and stats["max_in_1s"] <= limit + burst}
+    return out
+
+
+def _memory(samples: list[tuple[float, int, float]]) -> dict[str, float | None]:
+    """Peak worker RSS, and RSS once ~1,000 calls were synced against the end (growth)."""
+    if not samples:
+        return {"peak_rss_mb": None}
+    at_1k = next((rss for _t, done, rss in samples if done >= 1000), None)
+    end = samples[-1][2]
+    out: dict[str, float | None] = {"peak_rss_mb": round(max(s[2] for s in samples), 1),
+                                    "rss_end_mb": round(end, 1)}
+    if at_1k is not None and samples[-1][1] >= 2000:
+        out["rss_at_1000_calls_mb"] = round(at_1k, 1)
+        out["rss_growth_from_1000_pct"] = round((end - at_1k) / at_1k * 100, 1)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(terse=True),
+            "processor": platform.processor() or platform.machine()}
