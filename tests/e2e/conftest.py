@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,17 +13,13 @@ import redis
 from celery import Celery
 
 from tests.conftest import REDIS_URL, sandbox_env
+from worker.bench_env import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+    return wait_until(predicate, timeout, interval)
 
 
 class WorkerProcess:

@@ -1,26 +1,20 @@
 """The replay's pure parts: time options, selections, and the dry run's list of requests."""
 
 from datetime import datetime, timedelta
+from functools import partial
 
 import pytest
 
-from tests.factories import event
-from worker.domain.events import Status, merge_events
-from worker.domain.plan import CallState, LegState, ThreadState
+from tests.factories import call_state, thread_state
+from worker.domain.events import Status
+from worker.domain.plan import LegState
 from worker.replay import Selection, parse_when, planned_requests
 
 NOW = datetime(2026, 11, 24, 12, 0)
 
 
-def call(cid, status=Status.STOPPED, **kw):
-    return CallState(cid, merge_events([event(cid, status, **kw)]))
-
-
-def thread_with(*calls, key="root", top=None, owner=None):
-    t = ThreadState(key=key, top_level_id=top, top_level_call_id=owner)
-    for c in calls:
-        t.calls[c.interaction_id] = c
-    return t
+call = partial(call_state, status=Status.STOPPED)
+thread_with = thread_state
 
 
 def done(c, leg, remote="1"):

@@ -1,28 +1,19 @@
 from datetime import datetime, timedelta
 
-from tests.factories import event
-from worker.domain.events import Status, merge_events
+from tests.factories import call_state, thread_state
+from worker.domain.events import Status
 from worker.domain.plan import (
-    CallState,
     CallSync,
     LegState,
     StepKind,
-    ThreadState,
     next_step,
 )
 
 NOW = datetime(2026, 11, 24, 12, 0)
 
 
-def call(cid, status=Status.NEW, **kw):
-    return CallState(cid, merge_events([event(cid, status, **kw)]))
-
-
-def thread_with(*calls, key="root", top=None, owner=None):
-    t = ThreadState(key=key, top_level_id=top, top_level_call_id=owner)
-    for c in calls:
-        t.calls[c.interaction_id] = c
-    return t
+call = call_state
+thread_with = thread_state
 
 
 def finish(c, leg, remote="1"):
