@@ -131,7 +131,7 @@ class SimulatorProcess:
         from worker.sandbox.admin import SimulatorAdmin
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker.bench_sim", "--oracle-port", str(self.oracle_port),
+            [sys.executable, "-m", "worker.sandbox.server", "--oracle-port", str(self.oracle_port),
              "--caliq-port", str(self.caliq_port), "--latency-ms", str(self.latency_ms)],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
