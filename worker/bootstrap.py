@@ -11,6 +11,7 @@ from functools import lru_cache
 
 from worker.adapters.caliq import CaliqClient
 from worker.adapters.db import is_sqlite, make_engine, make_session_factory, upgrade
+from worker.adapters.http import Limiter
 from worker.adapters.oracle import OracleClient
 from worker.adapters.ratelimit import build_limiter
 from worker.mapping import load_mappings
@@ -18,25 +19,36 @@ from worker.service import Services
 from worker.settings import Settings, get_settings
 
 
-def build_services(settings: Settings) -> Services:
-    timeout = (settings.http_connect_timeout, settings.http_read_timeout)
-    limits_url = rate_limit_url(settings)
-    oracle = OracleClient(
+def oracle_client(settings: Settings, *, timeout: tuple[float, float] | None = None,
+                  limiter: Limiter | None = None) -> OracleClient:
+    return OracleClient(
         settings.oracle_api_root,
         username=settings.oracle_username,
         password=settings.oracle_password.get_secret_value() if settings.oracle_password else None,
         token=settings.oracle_token.get_secret_value() if settings.oracle_token else None,
         framework_version=settings.oracle_rest_framework_version,
-        timeout=timeout,
-        limiter=build_limiter(limits_url, "oracle", settings.oracle_rate_limit_per_second),
+        timeout=timeout or (settings.http_connect_timeout, settings.http_read_timeout),
+        limiter=limiter,
     )
-    caliq = CaliqClient(
+
+
+def caliq_client(settings: Settings, *, timeout: tuple[float, float] | None = None,
+                 limiter: Limiter | None = None) -> CaliqClient:
+    return CaliqClient(
         settings.caliq_root,
         api_key=settings.caliq_api_key.get_secret_value(),
         duplicate_pattern=settings.caliq_duplicate_pattern,
-        timeout=timeout,
-        limiter=build_limiter(limits_url, "caliq", settings.caliq_rate_limit_per_second),
+        timeout=timeout or (settings.http_connect_timeout, settings.http_read_timeout),
+        limiter=limiter,
     )
+
+
+def build_services(settings: Settings) -> Services:
+    limits_url = rate_limit_url(settings)
+    oracle = oracle_client(settings, limiter=build_limiter(
+        limits_url, "oracle", settings.oracle_rate_limit_per_second))
+    caliq = caliq_client(settings, limiter=build_limiter(
+        limits_url, "caliq", settings.caliq_rate_limit_per_second))
     return Services(
         sessions=make_session_factory(make_engine(settings.database_url)),
         oracle=oracle,

@@ -95,14 +95,9 @@ def _explain(exc: RemoteError, what: str) -> RuntimeError:
 
 
 def _oracle(settings: Settings) -> str:
-    from worker.adapters.oracle import OracleClient
+    from worker.bootstrap import oracle_client
 
-    client = OracleClient(
-        settings.oracle_api_root, username=settings.oracle_username,
-        password=settings.oracle_password.get_secret_value() if settings.oracle_password else None,
-        token=settings.oracle_token.get_secret_value() if settings.oracle_token else None,
-        framework_version=settings.oracle_rest_framework_version, timeout=TIMEOUT,
-    )
+    client = oracle_client(settings, timeout=TIMEOUT)
     try:
         client.check()
     except RemoteError as exc:
@@ -113,10 +108,9 @@ def _oracle(settings: Settings) -> str:
 
 def _caliq(settings: Settings) -> str:
     """Lists the channels (the documented Channel endpoint) and finds CALIQ_CHANNEL_ID there."""
-    from worker.adapters.caliq import CaliqClient
+    from worker.bootstrap import caliq_client
 
-    client = CaliqClient(settings.caliq_root, api_key=settings.caliq_api_key.get_secret_value(),
-                         timeout=TIMEOUT)
+    client = caliq_client(settings, timeout=TIMEOUT)
     try:
         channels = client.channels()
     except RemoteError as exc:
