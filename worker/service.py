@@ -106,9 +106,8 @@ def receive_event(
         metrics.EVENTS.labels("rejected").inc()
         return Received("rejected", interaction_id=call_id, error=error)
     with svc.transaction() as s:
-        outcome = repo.accept_event(s, event, payload=payload, source=source, task_id=task_id,
-                                    now=svc.clock())
-        thread_key = repo.thread_of(s, event.interaction_id)
+        outcome, thread_key = repo.accept_event(s, event, payload=payload, source=source,
+                                                task_id=task_id, now=svc.clock())
     structlog.contextvars.bind_contextvars(interaction_id=event.interaction_id, thread=thread_key)
     log.info("event received", status=event.status.name, outcome=outcome)
     metrics.EVENTS.labels(outcome).inc()
@@ -131,11 +130,12 @@ def drive_thread(svc: Services, thread_key: str) -> Driven:
     result = Driven(thread_key)
     with svc.transaction() as s:
         claim = repo.claim_thread(s, thread_key, svc.owner, svc.clock(), svc.lease)
-    if claim is None:
+        thread = repo.load_thread(s, thread_key) if claim is not None else None
+    if claim is None or thread is None:
         result.busy = True
         return result
     try:
-        _drive_claimed(svc, claim, result)
+        _drive_claimed(svc, claim, thread, result)
     except Exception:
         # A database or programming error: free the thread now rather than at lease expiry.
         with contextlib.suppress(Exception), svc.transaction() as s:
@@ -144,15 +144,14 @@ def drive_thread(svc: Services, thread_key: str) -> Driven:
     return result
 
 
-def _drive_claimed(svc: Services, claim: repo.Claim, result: Driven) -> None:
+def _drive_claimed(svc: Services, claim: repo.Claim, thread: ThreadState,
+                   result: Driven) -> None:
     thread_key = claim.thread_key
     bound = log.bind(thread=thread_key)
     if claim.took_over:
         bound.warning("lease taken over from a worker that did not finish")
     version = claim.version
     while True:
-        with svc.transaction() as s:
-            thread = repo.load_thread(s, thread_key)
         while (step := next_step(thread, svc.clock())) is not None:
             if not _run_step(svc, claim, thread, step, recovering=claim.took_over):
                 bound.warning("lease lost; stopping")
@@ -168,7 +167,9 @@ def _drive_claimed(svc: Services, claim: repo.Claim, result: Driven) -> None:
             repo.save_sync_states(s, thread, now)
             if released:
                 break
-            version = repo.thread_version(s, thread_key)  # new events arrived: look again
+            # New events arrived: look again.
+            version = repo.thread_version(s, thread_key)
+            thread = repo.load_thread(s, thread_key)
     result.retry_at = min(
         (leg.next_attempt_at for call in thread.calls.values() for leg in call.legs.values()
          if leg.state is LegState.RETRY and leg.next_attempt_at is not None),
