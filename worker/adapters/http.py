@@ -7,6 +7,7 @@ transient (try again later), permanent (the request itself is wrong; do not repe
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -62,9 +63,16 @@ def parse_retry_after(value: str | None) -> float | None:
         return None  # an HTTP-date: rare from these CRMs; fall back to our own back-off
 
 
-def make_session(pool_size: int = 32) -> requests.Session:
+def make_session(root: str, pool_size: int = 32) -> requests.Session:
     """One keep-alive pool per client. Retries are ours (by error class), never urllib3's."""
     session = requests.Session()
+    # requests reads proxy and CA-bundle variables from os.environ again on every request, a
+    # quarter of a request's CPU when profiled. They are read once here instead; a change to
+    # them takes a restart, like every other setting.
+    session.proxies.update(requests.utils.get_environ_proxies(root))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    session.verify = bundle or True
+    session.trust_env = False
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -88,7 +96,7 @@ class JsonHttp:
         self.limiter = limiter
         self.root = root.rstrip("/")
         self.timeout = timeout
-        self.session = session or make_session()
+        self.session = session or make_session(self.root)
         self.session.headers.update(headers or {})
         self.session.auth = auth
 
