@@ -65,18 +65,25 @@ def delivery_key(event: Any) -> str:
 
 
 @contextmanager
-def poison_guard(svc: Services, key: str, on_poison: Callable[[str], None]) -> Iterator[bool]:
+def poison_guard(svc: Services, key: str, on_poison: Callable[[str], None], *,
+                 redelivered: bool) -> Iterator[bool]:
     """Yields True when earlier deliveries of this message died mid-task too often.
 
-    The count is committed before the work starts and taken back when the task ends in any
-    way Python sees; only a dead process leaves it behind.
+    Only a redelivered message is counted: the broker flags one that went back to the queue
+    unacknowledged (kombu's Redis transport on restore, RabbitMQ on requeue), so a first
+    delivery, nearly all of them, costs no write. The flag stands for the delivery that died
+    first; each redelivery adds itself to the count before the work starts and takes itself
+    back when the task ends in any way Python sees; only a dead process leaves it behind.
     """
+    if not redelivered:
+        yield False
+        return
     cap = svc.redelivery_cap
     with svc.transaction() as s:
-        unfinished = repo.begin_delivery(s, key, svc.clock())
+        died = repo.begin_delivery(s, key, svc.clock()) + 1
     try:
-        if unfinished >= cap:
-            on_poison(f"quarantined: the worker died {unfinished} times while processing "
+        if died >= cap:
+            on_poison(f"quarantined: the worker died {died} times while processing "
                       f"this message (cap {cap})")
             yield True
         else:
@@ -87,6 +94,10 @@ def poison_guard(svc: Services, key: str, on_poison: Callable[[str], None]) -> I
                 repo.end_delivery(s, key)
         except SQLAlchemyError:
             log.warning("could not close delivery count", key=key)
+
+
+def _redelivered(task: Task) -> bool:
+    return bool((task.request.delivery_info or {}).get("redelivered"))
 
 
 def _crash_if_told(event: Any) -> None:
@@ -103,7 +114,8 @@ def phone_call(self: Task, event: Any) -> dict[str, Any]:
     def on_poison(reason: str) -> None:
         quarantine(svc, event, thread_key=None, reason=reason)
 
-    with poison_guard(svc, delivery_key(event), on_poison) as poisoned:
+    with poison_guard(svc, delivery_key(event), on_poison,
+                      redelivered=_redelivered(self)) as poisoned:
         if poisoned:
             return {"outcome": "poison"}
         _crash_if_told(event)
@@ -121,7 +133,8 @@ def drive(self: Task, thread_key: str) -> dict[str, Any]:
     def on_poison(reason: str) -> None:
         quarantine(svc, thread_key, thread_key=thread_key, reason=reason)
 
-    with poison_guard(svc, f"thread:{thread_key[:250]}", on_poison) as poisoned:
+    with poison_guard(svc, f"thread:{thread_key[:250]}", on_poison,
+                      redelivered=_redelivered(self)) as poisoned:
         if poisoned:
             return {"outcome": "poison"}
         driven = drive_thread(svc, thread_key)

@@ -235,3 +235,35 @@ def test_a_worker_whose_lease_was_taken_over_stops(make_services, simulators):
             s, "stolen", "heir", utcnow() + timedelta(seconds=3), timedelta(seconds=30))
         assert not repo.release_thread(s, claim, claim.version)
         assert not repo.renew_lease(s, claim, utcnow(), timedelta(seconds=2))
+
+
+def test_poison_guard_counts_only_redeliveries_and_quarantines_at_the_cap(make_services,
+                                                                          simulators):
+    from worker.adapters.models import DeliveryRow
+    from worker.tasks import poison_guard
+
+    svc = make_services(redelivery_cap=3)
+    reasons: list[str] = []
+
+    def deliveries() -> dict[str, int]:
+        with svc.transaction() as s:
+            return {r.key: r.in_flight for r in s.scalars(select(DeliveryRow))}
+
+    with poison_guard(svc, "m", reasons.append, redelivered=False) as poisoned:
+        assert not poisoned
+        assert deliveries() == {}, "a first delivery writes nothing"
+    # A redelivery that finishes takes its count back: it did not die.
+    with poison_guard(svc, "m", reasons.append, redelivered=True) as poisoned:
+        assert not poisoned and deliveries() == {"m": 1}
+    assert deliveries() == {"m": 0}
+    # Two redeliveries that die (the count is left behind), after the first that died.
+    for _ in range(2):
+        with svc.transaction() as s:
+            repo.begin_delivery(s, "m", utcnow())
+    with pytest.raises(RuntimeError), \
+            poison_guard(svc, "m", reasons.append, redelivered=True) as poisoned:
+        assert poisoned
+        raise RuntimeError("the work is skipped, the count is still taken back")
+    assert reasons == ["quarantined: the worker died 3 times while processing this message "
+                       "(cap 3)"]
+    assert deliveries() == {"m": 2}
