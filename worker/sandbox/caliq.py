@@ -47,10 +47,12 @@ class CaliqSimulator(SimState):
         # None = any customer exists; a set limits CustomerID / AccountNo to known values.
         self.customers: set[int | str] | None = None
         self.interactions: list[dict[str, Any]] = []
+        self._unique_ids: set[Any] = set()   # an index: a create must not scan every record
 
     # --- SimState ---------------------------------------------------------------------
     def clear_records(self) -> None:
         self.interactions = []
+        self._unique_ids = set()
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -109,12 +111,13 @@ class CaliqSimulator(SimState):
     # --- InteractionCreate ------------------------------------------------------------
     def _interaction_create(self, body: dict[str, Any]) -> dict[str, Any]:
         issues = self._issues(body)
-        if not issues and any(r["UniqueID"] == body["UniqueID"] for r in self.interactions):
+        if not issues and body["UniqueID"] in self._unique_ids:
             issues.append((DUPLICATE_MESSAGE, str(body["UniqueID"])))
         if not issues:
             record = {k: v for k, v in body.items() if k != "apiKey"}
             record.update(InteractionID=len(self.interactions) + 1, CreatedAt=utc_now())
             self.interactions.append(record)
+            self._unique_ids.add(body["UniqueID"])
         numbered = [{"ID": n, "Message": m, "ExtraData": x} for n, (m, x) in enumerate(issues, 1)]
         return {"InteractionAddData": {"OK": not issues, "InteractionCreateIssues": numbered}}
 

@@ -37,6 +37,7 @@ class OracleStore:
         self._next_interaction = FIRST_INTERACTION_ID
         self._next_call = FIRST_CALL_ID
         self._next_message = FIRST_MESSAGE_ID
+        self._message_ids: set[Any] = set()   # an index: a create must not scan every call
 
     # --- interactions -----------------------------------------------------------------
     def create_interaction(
@@ -109,6 +110,7 @@ class OracleStore:
             self._new_message(message, call_id, interaction_id, user, now) for message in messages
         ]
         self.phone_calls[call_id] = record
+        self._message_ids.update(m["MessageId"] for m in record["TranscriptMessage"])
         return record
 
     def phone_call(self, call_id: int) -> dict[str, Any]:
@@ -150,9 +152,7 @@ class OracleStore:
         return message
 
     def _check_message_ids(self, messages: list[dict[str, Any]]) -> None:
-        taken = {
-            m["MessageId"] for call in self.phone_calls.values() for m in call["TranscriptMessage"]
-        }
+        taken = self._message_ids
         for index, message in enumerate(messages):
             mid = message.get("MessageId")
             if mid is not None and mid in taken:
