@@ -84,12 +84,22 @@ class Received:
     thread_key: str | None = None
     interaction_id: str | None = None
     error: str | None = None
+    status: str | None = None    # the event's status, by name
 
 
 def receive_event(
     svc: Services, raw: Any, *, source: str = "queue", task_id: str | None = None
 ) -> Received:
     """Journal the event (always), and for a valid one record its call and thread."""
+    with svc.transaction() as s:
+        received = _journal_event(svc, s, raw, source=source, task_id=task_id)
+    _report_received(received)
+    return received
+
+
+def _journal_event(
+    svc: Services, s: Session, raw: Any, *, source: str, task_id: str | None
+) -> Received:
     structlog.contextvars.unbind_contextvars("interaction_id", "thread", "leg")
     payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
     try:
@@ -99,22 +109,32 @@ def receive_event(
         call_id = call_id if isinstance(call_id, str) else None
         error = svc.scrub(str(exc) if isinstance(exc, EventError)
                           else f"event: not valid JSON ({exc.msg})")
-        with svc.transaction() as s:
-            repo.journal_rejected(s, payload=payload, error=error, source=source,
-                                  task_id=task_id, interaction_id=call_id, now=svc.clock())
-        log.warning("event rejected", interaction_id=call_id, error=error)
-        metrics.EVENTS.labels("rejected").inc()
+        repo.journal_rejected(s, payload=payload, error=error, source=source,
+                              task_id=task_id, interaction_id=call_id, now=svc.clock())
         return Received("rejected", interaction_id=call_id, error=error)
-    with svc.transaction() as s:
-        outcome, thread_key = repo.accept_event(s, event, payload=payload, source=source,
-                                                task_id=task_id, now=svc.clock())
-    structlog.contextvars.bind_contextvars(interaction_id=event.interaction_id, thread=thread_key)
-    log.info("event received", status=event.status.name, outcome=outcome)
-    metrics.EVENTS.labels(outcome).inc()
-    return Received(outcome, thread_key, event.interaction_id)
+    outcome, thread_key = repo.accept_event(s, event, payload=payload, source=source,
+                                            task_id=task_id, now=svc.clock())
+    return Received(outcome, thread_key, event.interaction_id, status=event.status.name)
+
+
+def _report_received(received: Received) -> None:
+    """Logged and counted once the journal entry is committed."""
+    metrics.EVENTS.labels(received.outcome).inc()
+    if received.outcome == "rejected":
+        log.warning("event rejected", interaction_id=received.interaction_id,
+                    error=received.error)
+        return
+    structlog.contextvars.bind_contextvars(interaction_id=received.interaction_id,
+                                           thread=received.thread_key)
+    log.info("event received", status=received.status, outcome=received.outcome)
 
 
 # --- driving a thread -----------------------------------------------------------------------
+#
+# A drive holds the thread's lease from its first transaction to its last. Each transaction
+# ends by asking the planner for the next step; when there is none, the same transaction gives
+# the lease back, so an event that needs no request costs one transaction in all (journal,
+# claim, read, release) and every step one more (its result, and the release after the last).
 
 
 @dataclass
@@ -125,61 +145,91 @@ class Driven:
     retry_at: datetime | None = None  # the earliest back-off that ends, if any leg waits
 
 
+@dataclass
+class _Lease:
+    """A claimed thread, as last read, and the version of it that reading saw."""
+
+    claim: repo.Claim
+    thread: ThreadState
+    version: int
+    released: bool = False
+
+
+class _LeaseLost(Exception):
+    """The lease expired and another worker took the thread over: stop, it carries on."""
+
+
 def drive_thread(svc: Services, thread_key: str) -> Driven:
     """Do everything the thread needs now, under its lease; never twice, never concurrently."""
     result = Driven(thread_key)
     with svc.transaction() as s:
-        claim = repo.claim_thread(s, thread_key, svc.owner, svc.clock(), svc.lease)
-        thread = repo.load_thread(s, thread_key) if claim is not None else None
-    if claim is None or thread is None:
+        lease = _take_lease(svc, s, thread_key)
+    return _drive(svc, lease, result)
+
+
+def _take_lease(svc: Services, s: Session, thread_key: str) -> _Lease | None:
+    """Claim and read the thread (None: another worker holds it), releasing it if idle."""
+    claim = repo.claim_thread(s, thread_key, svc.owner, svc.clock(), svc.lease)
+    if claim is None:
+        return None
+    lease = _Lease(claim, repo.load_thread(s, thread_key), claim.version)
+    _release_if_idle(svc, s, lease)   # just claimed in this transaction: cannot be lost
+    return lease
+
+
+def _release_if_idle(svc: Services, s: Session, lease: _Lease) -> bool:
+    """When no step is due now, store the calls' sync states and give the lease back, unless
+    events arrived since the thread was read: then read it again and look once more.
+
+    False when the lease turns out lost; the caller lets its transaction commit first.
+    """
+    while next_step(lease.thread, svc.clock()) is None:
+        now = svc.clock()
+        # threads before calls, the lock order of every transaction (no deadlocks)
+        if repo.release_thread(s, lease.claim, lease.version):
+            repo.save_sync_states(s, lease.thread, now)
+            lease.released = True
+            return True
+        if not repo.renew_lease(s, lease.claim, now, svc.lease):
+            return False
+        repo.save_sync_states(s, lease.thread, now)
+        lease.version = repo.thread_version(s, lease.claim.thread_key)
+        lease.thread = repo.load_thread(s, lease.claim.thread_key)
+    return True
+
+
+def _drive(svc: Services, lease: _Lease | None, result: Driven) -> Driven:
+    if lease is None:
         result.busy = True
         return result
+    bound = log.bind(thread=result.thread_key)
+    if lease.claim.took_over:
+        bound.warning("lease taken over from a worker that did not finish")
     try:
-        _drive_claimed(svc, claim, thread, result)
+        while not lease.released:
+            step = next_step(lease.thread, svc.clock())
+            assert step is not None, "a lease still held has a step due"
+            _run_step(svc, lease, step)
+            result.steps += 1
+    except _LeaseLost:
+        bound.warning("lease lost; stopping")
+        return result
     except Exception:
         # A database or programming error: free the thread now rather than at lease expiry.
         with contextlib.suppress(Exception), svc.transaction() as s:
-            repo.abandon_lease(s, claim)
+            repo.abandon_lease(s, lease.claim)
         raise
-    return result
-
-
-def _drive_claimed(svc: Services, claim: repo.Claim, thread: ThreadState,
-                   result: Driven) -> None:
-    thread_key = claim.thread_key
-    bound = log.bind(thread=thread_key)
-    if claim.took_over:
-        bound.warning("lease taken over from a worker that did not finish")
-    version = claim.version
-    while True:
-        while (step := next_step(thread, svc.clock())) is not None:
-            if not _run_step(svc, claim, thread, step, recovering=claim.took_over):
-                bound.warning("lease lost; stopping")
-                return
-            result.steps += 1
-        with svc.transaction() as s:
-            now = svc.clock()
-            # threads before calls, the lock order of every transaction (no deadlocks)
-            released = repo.release_thread(s, claim, version)
-            if not released and not repo.renew_lease(s, claim, now, svc.lease):
-                bound.warning("lease lost; stopping")   # expired and taken over meanwhile
-                return
-            repo.save_sync_states(s, thread, now)
-            if released:
-                break
-            # New events arrived: look again.
-            version = repo.thread_version(s, thread_key)
-            thread = repo.load_thread(s, thread_key)
     result.retry_at = min(
-        (leg.next_attempt_at for call in thread.calls.values() for leg in call.legs.values()
+        (leg.next_attempt_at for call in lease.thread.calls.values()
+         for leg in call.legs.values()
          if leg.state is LegState.RETRY and leg.next_attempt_at is not None),
         default=None,
     )
+    return result
 
 
-def _run_step(
-    svc: Services, claim: repo.Claim, thread: ThreadState, step: Step, *, recovering: bool
-) -> bool:
+def _run_step(svc: Services, lease: _Lease, step: Step) -> None:
+    thread = lease.thread
     call = thread.calls[step.call_id]
     leg = call.legs[step.leg]
     requests: list[repo.RequestRecord] = []
@@ -187,6 +237,7 @@ def _run_step(
                      step=step.kind.value)
     error_kind: str | None = None
     request_id: str | None = None
+    recovering = lease.claim.took_over
     try:
         changed = _perform(svc, thread, call, step, recovering, requests.append)
         bound.info("step done", remote_id=call.legs[step.leg].remote_id)
@@ -207,9 +258,13 @@ def _run_step(
         bound.warning("step failed", error_kind=error_kind, error=leg.error)
     now = svc.clock()
     with svc.transaction() as s:
+        # The step's result is kept even if the lease was lost: the request was made.
         repo.save_step(s, thread, call, sorted(changed), requests, now=now,
                        error_kind=error_kind, request_id=request_id)
-        return repo.renew_lease(s, claim, now, svc.lease)
+        held = repo.renew_lease(s, lease.claim, now, svc.lease)
+        held = held and _release_if_idle(svc, s, lease)
+    if not held:
+        raise _LeaseLost
 
 
 def _count_failure(leg_name: str, state: LegState, kind: str) -> None:
@@ -368,10 +423,13 @@ def handle_event(
     svc: Services, raw: Any, *, source: str = "queue", task_id: str | None = None
 ) -> tuple[Received, Driven | None]:
     """Receive one event and drive its thread: what a Celery task or `callsync sync` runs."""
-    received = receive_event(svc, raw, source=source, task_id=task_id)
+    with svc.transaction() as s:
+        received = _journal_event(svc, s, raw, source=source, task_id=task_id)
+        lease = _take_lease(svc, s, received.thread_key) if received.thread_key else None
+    _report_received(received)
     if received.thread_key is None:
         return received, None
-    return received, drive_thread(svc, received.thread_key)
+    return received, _drive(svc, lease, Driven(received.thread_key))
 
 
 def due_threads(svc: Services, *, quiet_for: timedelta = timedelta(seconds=60),
