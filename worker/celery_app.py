@@ -103,4 +103,23 @@ def _check_configuration(**_: Any) -> None:
         structlog.get_logger("callsync").warning("configuration risk", detail=warning)
 
 
+# Celery's threads pool acknowledges a finished task from the pool thread, and the consumer's
+# event loop asks the broker for the next message only when something wakes it, up to a second
+# later (celery/celery#6941). Measured with 64 threads of 200 ms sleeps on Redis: 10% of the
+# threads busy; waking the loop every 5 ms: 92%. Prefork wakes the loop through its result pipes.
+THREADS_POOL_WAKE_SECONDS = 0.005
+
+
+@signals.worker_ready.connect
+def _wake_the_consumer_loop(sender: Any = None, **_: Any) -> None:
+    from celery.concurrency.thread import TaskPool as ThreadsPool
+
+    if isinstance(getattr(sender, "pool", None), ThreadsPool) and sender.timer is not None:
+        sender.timer.call_repeatedly(THREADS_POOL_WAKE_SECONDS, _nothing)
+
+
+def _nothing() -> None:
+    """A timer entry whose only effect is that the event loop comes round."""
+
+
 import worker.observability  # noqa: F401, E402  (signal handlers)
