@@ -28,7 +28,7 @@ def oracle_client(settings: Settings, *, timeout: tuple[float, float] | None = N
         token=settings.oracle_token.get_secret_value() if settings.oracle_token else None,
         framework_version=settings.oracle_rest_framework_version,
         timeout=timeout or (settings.http_connect_timeout, settings.http_read_timeout),
-        limiter=limiter,
+        limiter=limiter, pool_size=settings.connection_pool_size,
     )
 
 
@@ -39,7 +39,7 @@ def caliq_client(settings: Settings, *, timeout: tuple[float, float] | None = No
         api_key=settings.caliq_api_key.get_secret_value(),
         duplicate_pattern=settings.caliq_duplicate_pattern,
         timeout=timeout or (settings.http_connect_timeout, settings.http_read_timeout),
-        limiter=limiter,
+        limiter=limiter, pool_size=settings.connection_pool_size,
     )
 
 
@@ -50,7 +50,8 @@ def build_services(settings: Settings) -> Services:
     caliq = caliq_client(settings, limiter=build_limiter(
         limits_url, "caliq", settings.caliq_rate_limit_per_second))
     return Services(
-        sessions=make_session_factory(make_engine(settings.database_url)),
+        sessions=make_session_factory(make_engine(settings.database_url,
+                                                  pool_size=settings.connection_pool_size)),
         oracle=oracle,
         caliq=caliq,
         mappings=load_mappings(settings.callsync_mappings_dir, settings.mapping_settings()),

@@ -58,6 +58,9 @@ class Settings(BaseConfig):
     caliq_duplicate_pattern: str = "already exists"
 
     callsync_mappings_dir: Path = REPO_MAPPINGS
+    # Connections a worker process may keep open to the database and to each CRM. They open on
+    # demand: a prefork child uses one of each, a threads pool up to its concurrency.
+    connection_pool_size: int = Field(default=64, ge=1)
     http_connect_timeout: float = Field(default=5.0, gt=0)
     http_read_timeout: float = Field(default=30.0, gt=0)
     lease_seconds: int = Field(default=120, ge=2)

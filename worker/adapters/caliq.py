@@ -18,13 +18,14 @@ class CaliqClient:
     def __init__(
         self, root: str, *, api_key: str, duplicate_pattern: str = "already exists",
         timeout: tuple[float, float] = (5.0, 30.0), limiter: Limiter | None = None,
+        pool_size: int = 32,
     ) -> None:
         self.api_key = api_key
         self.duplicate = re.compile(duplicate_pattern, re.IGNORECASE)
         self.http = JsonHttp(
             "caliq", root, timeout=timeout,
             headers={"Content-Type": "application/json", "Accept": "application/json"},
-            limiter=limiter,
+            limiter=limiter, pool_size=pool_size,
         )
 
     def create_interaction(self, body: dict[str, Any], recorder: Recorder | None = None) -> None:

@@ -87,16 +87,17 @@ class WriterLockedConnection(sqlite3.Connection):
                 self._lock_fd = None
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    """`pool_size`: connections kept open per process (opened on demand, never more)."""
     if is_sqlite(url):
         engine = create_engine(
-            url,
+            url, pool_size=pool_size, max_overflow=0,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                           "factory": WriterLockedConnection},
         )
         _serialise_sqlite_writers(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0)
 
 
 def _serialise_sqlite_writers(engine: Engine) -> None:

@@ -91,12 +91,13 @@ class JsonHttp:
         self, crm: str, root: str, *, timeout: tuple[float, float],
         headers: dict[str, str] | None = None, auth: Any = None,
         session: requests.Session | None = None, limiter: Limiter | None = None,
+        pool_size: int = 32,
     ) -> None:
         self.crm = crm
         self.limiter = limiter
         self.root = root.rstrip("/")
         self.timeout = timeout
-        self.session = session or make_session(self.root)
+        self.session = session or make_session(self.root, pool_size)
         self.session.headers.update(headers or {})
         self.session.auth = auth
 

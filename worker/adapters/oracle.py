@@ -35,6 +35,7 @@ class OracleClient:
         self, api_root: str, *, username: str | None = None, password: str | None = None,
         token: str | None = None, framework_version: int = 4,
         timeout: tuple[float, float] = (5.0, 30.0), limiter: Limiter | None = None,
+        pool_size: int = 32,
     ) -> None:
         headers = {
             "REST-Framework-Version": str(framework_version),
@@ -47,7 +48,7 @@ class OracleClient:
         else:
             auth = (username or "", password or "")
         self.http = JsonHttp("oracle", api_root, timeout=timeout, headers=headers, auth=auth,
-                             limiter=limiter)
+                             limiter=limiter, pool_size=pool_size)
 
     def _send(self, method: str, path: str, recorder: Recorder | None, **kw: Any) -> Any:
         response = self.http.request(

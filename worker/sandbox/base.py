@@ -128,6 +128,7 @@ class SimState:
 
 class SimServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128   # socketserver's 5 drops connects from a 64-thread worker
 
     def __init__(self, address: tuple[str, int], state: SimState) -> None:
         self.state = state
