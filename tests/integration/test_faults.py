@@ -267,3 +267,11 @@ def test_poison_guard_counts_only_redeliveries_and_quarantines_at_the_cap(make_s
     assert reasons == ["quarantined: the worker died 3 times while processing this message "
                        "(cap 3)"]
     assert deliveries() == {"m": 2}
+
+
+def test_connection_pool_size_bounds_the_database_and_each_crm(make_services, simulators):
+    svc = make_services(connection_pool_size=7)
+    assert svc.sessions.kw["bind"].pool.size() == 7
+    for client in (svc.oracle, svc.caliq):
+        adapter = client.http.session.get_adapter(client.http.root)
+        assert adapter.poolmanager.connection_pool_kw["maxsize"] == 7
