@@ -155,10 +155,6 @@ class _Lease:
     released: bool = False
 
 
-class _LeaseLost(Exception):
-    """The lease expired and another worker took the thread over: stop, it carries on."""
-
-
 def drive_thread(svc: Services, thread_key: str) -> Driven:
     """Do everything the thread needs now, under its lease; never twice, never concurrently."""
     result = Driven(thread_key)
@@ -208,12 +204,15 @@ def _drive(svc: Services, lease: _Lease | None, result: Driven) -> Driven:
     try:
         while not lease.released:
             step = next_step(lease.thread, svc.clock())
-            assert step is not None, "a lease still held has a step due"
-            _run_step(svc, lease, step)
-            result.steps += 1
-    except _LeaseLost:
-        bound.warning("lease lost; stopping")
-        return result
+            if step is None:   # the clock stepped back since the last look: settle again
+                with svc.transaction() as s:
+                    held = _release_if_idle(svc, s, lease)
+            else:
+                held = _run_step(svc, lease, step)
+                result.steps += 1
+            if not held:   # it expired and another worker took the thread over: it carries on
+                bound.warning("lease lost; stopping")
+                return result
     except Exception:
         # A database or programming error: free the thread now rather than at lease expiry.
         with contextlib.suppress(Exception), svc.transaction() as s:
@@ -228,7 +227,8 @@ def _drive(svc: Services, lease: _Lease | None, result: Driven) -> Driven:
     return result
 
 
-def _run_step(svc: Services, lease: _Lease, step: Step) -> None:
+def _run_step(svc: Services, lease: _Lease, step: Step) -> bool:
+    """Perform one step and commit its result; False when the lease turns out lost."""
     thread = lease.thread
     call = thread.calls[step.call_id]
     leg = call.legs[step.leg]
@@ -262,9 +262,7 @@ def _run_step(svc: Services, lease: _Lease, step: Step) -> None:
         repo.save_step(s, thread, call, sorted(changed), requests, now=now,
                        error_kind=error_kind, request_id=request_id)
         held = repo.renew_lease(s, lease.claim, now, svc.lease)
-        held = held and _release_if_idle(svc, s, lease)
-    if not held:
-        raise _LeaseLost
+        return held and _release_if_idle(svc, s, lease)
 
 
 def _count_failure(leg_name: str, state: LegState, kind: str) -> None:

@@ -207,3 +207,51 @@ def test_random_orders_converge(make_services, simulators):
     assert len(by_media_item(oracle)) == 3
     assert len(oracle["phoneCalls"]) == 3
     assert len(caliq["interactions"]) == 3
+
+
+def test_an_event_costs_one_transaction_plus_one_per_step(make_services, simulators):
+    """Journal, lease, read and release share transactions: a regression here is a slowdown."""
+    from sqlalchemy import event as sa_event
+
+    svc = make_services()
+    commits = []
+    sa_event.listen(svc.sessions.kw["bind"], "commit", lambda conn: commits.append(1))
+    new, in_process, stopped = call_events("tx")
+
+    def transactions(raw) -> tuple[int, int]:
+        commits.clear()
+        _, driven = handle_event(svc, raw)
+        return len(commits), driven.steps
+
+    assert transactions(new) == (2, 1)         # the interaction
+    assert transactions(in_process) == (1, 0)  # nothing to send: one transaction in all
+    assert transactions(stopped) == (4, 3)     # end, phoneCall, Caliq
+    assert transactions(stopped) == (1, 0)     # a duplicate
+
+
+def test_a_step_is_kept_when_the_lease_was_taken_over_meanwhile(make_services, simulators):
+    """The request was made: its result must be stored, or the heir could send it again."""
+    from datetime import timedelta
+
+    from worker.adapters import repository as repo
+    from worker.service import utcnow
+
+    svc = make_services(lease_seconds=30)
+    create = svc.oracle.create_interaction
+
+    def create_while_the_lease_is_taken_over(body, record):
+        created = create(body, record)
+        with svc.transaction() as s:   # the lease expired during the request; an heir took it
+            s.execute(repo.update(repo.ThreadRow).values(lease_expires_at=utcnow()))
+            assert repo.claim_thread(s, "lost", "heir", utcnow() + timedelta(seconds=1),
+                                     timedelta(seconds=60))
+        return created
+
+    svc.oracle.create_interaction = create_while_the_lease_is_taken_over
+    _, driven = handle_event(svc, call_events("lost")[0])
+    assert driven.steps == 1   # and no more: the heir carries on
+    with svc.transaction() as s:
+        leg = s.scalars(select(LegRow).where(LegRow.interaction_id == "lost")).one()
+        owner = s.scalar(select(repo.ThreadRow.lease_owner))
+    assert (leg.leg, leg.state, leg.remote_id is not None) == ("oracle_interaction", "done", True)
+    assert owner == "heir"
