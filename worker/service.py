@@ -259,9 +259,9 @@ def _run_step(svc: Services, lease: _Lease, step: Step) -> bool:
     now = svc.clock()
     with svc.transaction() as s:
         # The step's result is kept even if the lease was lost: the request was made.
-        repo.save_step(s, thread, call, sorted(changed), requests, now=now,
-                       error_kind=error_kind, request_id=request_id)
-        held = repo.renew_lease(s, lease.claim, now, svc.lease)
+        held = repo.save_step(s, thread, call, sorted(changed), requests, now=now,
+                              error_kind=error_kind, request_id=request_id,
+                              holder=lease.claim, lease_until=now + svc.lease)
         return held and _release_if_idle(svc, s, lease)
 
 

@@ -112,7 +112,6 @@ class _Statements:
                                 threads_t.c.top_level_call_id).where(
             threads_t.c.thread_key == p("thread"))
         in_thread = calls_t.c.thread_key == p("thread")
-        self.call_ids = select(calls_t.c.interaction_id).where(in_thread)
         self.payloads = (
             select(journal_t.c.interaction_id, journal_t.c.payload)
             .join(calls_t, calls_t.c.interaction_id == journal_t.c.interaction_id)
@@ -126,9 +125,14 @@ class _Statements:
             index_elements=[legs_t.c.interaction_id, legs_t.c.leg],
             set_={name: new_leg.excluded[name] for name in LEG_VALUES},
         )
+        # The top-level is saved whoever holds the lease now (the request was made); the lease
+        # is extended only for its holder, and the owner returned says whether that is us.
         self.save_top_level = update(threads_t).where(threads_t.c.thread_key == p("thread")).values(
             top_level_interaction_id=p("top_level_id"), top_level_call_id=p("top_level_call"),
-            updated_at=p("now"))
+            updated_at=p("now"),
+            lease_expires_at=case((threads_t.c.lease_owner == p("owner"), p("expires")),
+                                  else_=threads_t.c.lease_expires_at),
+        ).returning(threads_t.c.lease_owner)
         self.save_sync = update(calls_t).where(
             calls_t.c.interaction_id == p("call"), calls_t.c.sync_state != p("sync")
         ).values(sync_state=p("sync"), updated_at=p("now"))
@@ -262,7 +266,7 @@ def load_thread(session: Session, thread_key: str) -> ThreadState:
     top = conn.execute(sql.top_level, key).first()
     if top is None:
         raise LookupError(f"no thread {thread_key!r}")
-    call_ids = list(conn.execute(sql.call_ids, key).scalars())
+    # Calls in the order their first event was journaled; a call with none is not in the thread.
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for call_id, payload in conn.execute(sql.payloads, key):
         events[call_id].append(json.loads(payload))
@@ -276,10 +280,8 @@ def load_thread(session: Session, thread_key: str) -> ThreadState:
         key=thread_key, top_level_id=top.top_level_interaction_id,
         top_level_call_id=top.top_level_call_id,
     )
-    for call_id in call_ids:
-        if not events[call_id]:
-            continue
-        call = CallState(call_id, merge_events(events[call_id]))
+    for call_id, call_events in events.items():
+        call = CallState(call_id, merge_events(call_events))
         call.legs.update(legs[call_id])
         state.calls[call_id] = call
     return state
@@ -288,9 +290,14 @@ def load_thread(session: Session, thread_key: str) -> ThreadState:
 def save_step(
     session: Session, thread: ThreadState, call: CallState, legs: Iterable[str],
     requests: Sequence[RequestRecord], *, now: datetime, error_kind: str | None = None,
-    request_id: str | None = None,
-) -> None:
-    """Commit what a step changed: the legs it moved, the thread's top-level, its requests."""
+    request_id: str | None = None, holder: Claim | None = None,
+    lease_until: datetime | None = None,
+) -> bool:
+    """Commit what a step changed: the legs it moved, the thread's top-level, its requests.
+
+    With a `holder`, its lease is extended to `lease_until` in the same statement; returns
+    False when the lease is someone else's now (the step's result is saved all the same).
+    """
     conn, sql = _run(session)
     legs = list(legs)
     conn.execute(sql.upsert_leg, [
@@ -300,8 +307,11 @@ def save_step(
          "next_attempt_at": leg.next_attempt_at, "updated_at": now}
         for name, leg in ((name, call.legs[name]) for name in legs)
     ])
-    conn.execute(sql.save_top_level, {"thread": thread.key, "top_level_id": thread.top_level_id,
-                                      "top_level_call": thread.top_level_call_id, "now": now})
+    owner = conn.execute(sql.save_top_level, {
+        "thread": thread.key, "top_level_id": thread.top_level_id,
+        "top_level_call": thread.top_level_call_id, "now": now,
+        "owner": holder.owner if holder else None, "expires": lease_until,
+    }).scalar()
     conn.execute(sql.save_sync, {"call": call.interaction_id,
                                  "sync": call.sync_state().value, "now": now})
     if requests:
@@ -311,6 +321,7 @@ def save_step(
              "status_code": r.status_code, "duration_ms": r.duration_ms, "error": r.error}
             for r in requests
         ])
+    return holder is None or owner == holder.owner
 
 
 def save_sync_states(session: Session, thread: ThreadState, now: datetime) -> None:
