@@ -65,7 +65,7 @@ def delivery_key(event: Any) -> str:
 
 
 @contextmanager
-def poison_guard(svc: Services, key: str, on_poison: Callable[[str], None], *,
+def poison_guard(svc: Services, key_of: Callable[[], str], on_poison: Callable[[str], None], *,
                  redelivered: bool) -> Iterator[bool]:
     """Yields True when earlier deliveries of this message died mid-task too often.
 
@@ -74,10 +74,12 @@ def poison_guard(svc: Services, key: str, on_poison: Callable[[str], None], *,
     delivery, nearly all of them, costs no write. The flag stands for the delivery that died
     first; each redelivery adds itself to the count before the work starts and takes itself
     back when the task ends in any way Python sees; only a dead process leaves it behind.
+    `key_of` names the message; it is only worked out for a redelivery.
     """
     if not redelivered:
         yield False
         return
+    key = key_of()
     cap = svc.redelivery_cap
     with svc.transaction() as s:
         died = repo.begin_delivery(s, key, svc.clock()) + 1
@@ -114,7 +116,7 @@ def phone_call(self: Task, event: Any) -> dict[str, Any]:
     def on_poison(reason: str) -> None:
         quarantine(svc, event, thread_key=None, reason=reason)
 
-    with poison_guard(svc, delivery_key(event), on_poison,
+    with poison_guard(svc, lambda: delivery_key(event), on_poison,
                       redelivered=_redelivered(self)) as poisoned:
         if poisoned:
             return {"outcome": "poison"}
@@ -133,7 +135,7 @@ def drive(self: Task, thread_key: str) -> dict[str, Any]:
     def on_poison(reason: str) -> None:
         quarantine(svc, thread_key, thread_key=thread_key, reason=reason)
 
-    with poison_guard(svc, f"thread:{thread_key[:250]}", on_poison,
+    with poison_guard(svc, lambda: f"thread:{thread_key[:250]}", on_poison,
                       redelivered=_redelivered(self)) as poisoned:
         if poisoned:
             return {"outcome": "poison"}

@@ -249,11 +249,14 @@ def test_poison_guard_counts_only_redeliveries_and_quarantines_at_the_cap(make_s
         with svc.transaction() as s:
             return {r.key: r.in_flight for r in s.scalars(select(DeliveryRow))}
 
-    with poison_guard(svc, "m", reasons.append, redelivered=False) as poisoned:
+    def not_worked_out() -> str:
+        raise AssertionError("a first delivery needs no key")
+
+    with poison_guard(svc, not_worked_out, reasons.append, redelivered=False) as poisoned:
         assert not poisoned
         assert deliveries() == {}, "a first delivery writes nothing"
     # A redelivery that finishes takes its count back: it did not die.
-    with poison_guard(svc, "m", reasons.append, redelivered=True) as poisoned:
+    with poison_guard(svc, lambda: "m", reasons.append, redelivered=True) as poisoned:
         assert not poisoned and deliveries() == {"m": 1}
     assert deliveries() == {"m": 0}
     # Two redeliveries that die (the count is left behind), after the first that died.
@@ -261,7 +264,7 @@ def test_poison_guard_counts_only_redeliveries_and_quarantines_at_the_cap(make_s
         with svc.transaction() as s:
             repo.begin_delivery(s, "m", utcnow())
     with pytest.raises(RuntimeError), \
-            poison_guard(svc, "m", reasons.append, redelivered=True) as poisoned:
+            poison_guard(svc, lambda: "m", reasons.append, redelivered=True) as poisoned:
         assert poisoned
         raise RuntimeError("the work is skipped, the count is still taken back")
     assert reasons == ["quarantined: the worker died 3 times while processing this message "
