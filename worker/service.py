@@ -87,19 +87,10 @@ class Received:
     status: str | None = None    # the event's status, by name
 
 
-def receive_event(
-    svc: Services, raw: Any, *, source: str = "queue", task_id: str | None = None
-) -> Received:
-    """Journal the event (always), and for a valid one record its call and thread."""
-    with svc.transaction() as s:
-        received = _journal_event(svc, s, raw, source=source, task_id=task_id)
-    _report_received(received)
-    return received
-
-
 def _journal_event(
     svc: Services, s: Session, raw: Any, *, source: str, task_id: str | None
 ) -> Received:
+    """Journal the event (always), and for a valid one record its call and thread."""
     structlog.contextvars.unbind_contextvars("interaction_id", "thread", "leg")
     payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
     try:

@@ -1,8 +1,9 @@
 """All SQL of callsync, behind intention-revealing functions.
 
 Every write that must not happen twice is guarded by the database itself: primary keys with
-`INSERT ... ON CONFLICT DO NOTHING` for first sight of a thread, a call or a leg, and
-compare-and-set `UPDATE ... WHERE` for the thread lease. Nothing here reads a row in Python to
+`INSERT ... ON CONFLICT DO UPDATE` for a thread, a call or a leg (the first sight creates the
+row, every later one updates it in the same statement), and compare-and-set `UPDATE ... WHERE`
+for the thread lease. Nothing here reads a row in Python to
 decide whether to write it.
 """
 
@@ -95,11 +96,13 @@ class _Statements:
         lease_free = threads_t.c.lease_owner.is_(None)
         lease_expired = and_(threads_t.c.lease_owner.is_not(None),
                              threads_t.c.lease_expires_at < p("now"))
-        for name, condition in (("claim_free", lease_free), ("claim_expired", lease_expired)):
-            setattr(self, name, update(threads_t).where(
-                threads_t.c.thread_key == p("thread"), condition,
-            ).values(lease_owner=p("owner"), lease_expires_at=p("expires"))
-             .returning(threads_t.c.version))
+        def claim_when(condition: Any) -> Any:
+            return update(threads_t).where(threads_t.c.thread_key == p("thread"), condition).values(
+                lease_owner=p("owner"), lease_expires_at=p("expires")
+            ).returning(threads_t.c.version)
+
+        self.claim_free = claim_when(lease_free)
+        self.claim_expired = claim_when(lease_expired)
         held = and_(threads_t.c.thread_key == p("thread"), threads_t.c.lease_owner == p("owner"))
         unmoved = threads_t.c.version == p("seen_version")
         self.release = update(threads_t).where(held, unmoved).values(
