@@ -14,7 +14,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("CALLSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 RABBITMQ_URL = os.environ.get("CALLSYNC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
-TABLES = ("requests", "journal", "call_legs", "calls", "threads")
+TABLES = ("requests", "journal", "call_legs", "calls", "threads", "deliveries")
 
 
 @pytest.fixture(scope="session")
