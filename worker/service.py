@@ -173,13 +173,13 @@ def _release_if_idle(svc: Services, s: Session, lease: _Lease) -> bool:
     while next_step(lease.thread, svc.clock()) is None:
         now = svc.clock()
         # threads before calls, the lock order of every transaction (no deadlocks)
-        if repo.release_thread(s, lease.claim, lease.version):
-            repo.save_sync_states(s, lease.thread, now)
-            lease.released = True
-            return True
-        if not repo.renew_lease(s, lease.claim, now, svc.lease):
+        released = repo.release_thread(s, lease.claim, lease.version)
+        if not released and not repo.renew_lease(s, lease.claim, now, svc.lease):
             return False
         repo.save_sync_states(s, lease.thread, now)
+        if released:
+            lease.released = True
+            return True
         lease.version = repo.thread_version(s, lease.claim.thread_key)
         lease.thread = repo.load_thread(s, lease.claim.thread_key)
     return True
