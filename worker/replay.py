@@ -305,7 +305,7 @@ def _resync(svc: Services, thread_key: str, calls: list[queries.Target]) -> list
     results = [CallResult(t.interaction_id, thread_key, t.sync_state) for t in calls]
     # Under the thread's lease: a worker closing the same interaction must not interleave.
     with svc.transaction() as s:
-        claim = repo.claim_thread(s, thread_key, svc.owner, svc.clock(), svc.lease)
+        claim = repo.claim_thread(s, thread_key, svc.new_owner(), svc.clock(), svc.lease)
     if claim is None:
         for result in results:
             result.outcome, result.error = "busy", "a worker holds the thread; try again"

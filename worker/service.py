@@ -7,16 +7,19 @@ the adapters (worker.adapters). Celery tasks and the CLI call these functions an
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
@@ -37,6 +40,7 @@ from worker.domain.plan import (
 from worker.mapping import Mappings, PayloadError
 
 log = structlog.get_logger("callsync")
+_PINNED: ContextVar[Connection | None] = ContextVar("callsync_connection", default=None)
 
 RETRY_BASE_SECONDS = 2.0
 
@@ -61,11 +65,36 @@ class Services:
     secrets: tuple[str, ...] = ()
     clock: Callable[[], datetime] = utcnow
     owner: str = field(default_factory=lambda: f"{uuid.uuid4().hex[:12]}")
+    _claims: Iterator[int] = field(default_factory=itertools.count, repr=False)
+
+    def new_owner(self) -> str:
+        """A lease owner for one claim: this process, and which of its claims (threads in a
+        pool share the process, and a claim tells its own lease by this name)."""
+        return f"{self.owner}.{next(self._claims)}"
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self.sessions() as session, session.begin():
+        pinned = _PINNED.get()
+        with (self.sessions(bind=pinned) if pinned is not None else self.sessions()) as session, \
+                session.begin():
             yield session
+
+    @contextmanager
+    def one_connection(self) -> Iterator[None]:
+        """Run every transaction within on one pooled connection.
+
+        A task's transactions then check a connection out (and ping it) once, not once each.
+        The connection stays idle, outside any transaction, while a CRM request is in flight.
+        """
+        if _PINNED.get() is not None:
+            yield
+            return
+        with self.sessions.kw["bind"].connect() as connection:
+            token = _PINNED.set(connection)
+            try:
+                yield
+            finally:
+                _PINNED.reset(token)
 
     def scrub(self, text: str) -> str:
         """Belt and braces: no secret survives into a stored or logged message."""
@@ -89,8 +118,9 @@ class Received:
 
 def _journal_event(
     svc: Services, s: Session, raw: Any, *, source: str, task_id: str | None
-) -> Received:
-    """Journal the event (always), and for a valid one record its call and thread."""
+) -> tuple[Received, repo.Claim | None]:
+    """Journal the event (always); for a valid one record its call and thread, and claim the
+    thread unless another worker holds it."""
     structlog.contextvars.unbind_contextvars("interaction_id", "thread", "leg")
     payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
     try:
@@ -102,10 +132,11 @@ def _journal_event(
                           else f"event: not valid JSON ({exc.msg})")
         repo.journal_rejected(s, payload=payload, error=error, source=source,
                               task_id=task_id, interaction_id=call_id, now=svc.clock())
-        return Received("rejected", interaction_id=call_id, error=error)
-    outcome, thread_key = repo.accept_event(s, event, payload=payload, source=source,
-                                            task_id=task_id, now=svc.clock())
-    return Received(outcome, thread_key, event.interaction_id, status=event.status.name)
+        return Received("rejected", interaction_id=call_id, error=error), None
+    outcome, thread_key, claim = repo.accept_event(
+        s, event, payload=payload, source=source, task_id=task_id, now=svc.clock(),
+        owner=svc.new_owner(), lease=svc.lease)
+    return Received(outcome, thread_key, event.interaction_id, status=event.status.name), claim
 
 
 def _report_received(received: Received) -> None:
@@ -148,19 +179,21 @@ class _Lease:
 
 def drive_thread(svc: Services, thread_key: str) -> Driven:
     """Do everything the thread needs now, under its lease; never twice, never concurrently."""
-    result = Driven(thread_key)
-    with svc.transaction() as s:
-        lease = _take_lease(svc, s, thread_key)
-    return _drive(svc, lease, result)
+    with svc.one_connection():
+        with svc.transaction() as s:
+            lease = _take_lease(svc, s, thread_key)
+        return _drive(svc, lease, Driven(thread_key))
 
 
 def _take_lease(svc: Services, s: Session, thread_key: str) -> _Lease | None:
     """Claim and read the thread (None: another worker holds it), releasing it if idle."""
-    claim = repo.claim_thread(s, thread_key, svc.owner, svc.clock(), svc.lease)
-    if claim is None:
-        return None
-    lease = _Lease(claim, repo.load_thread(s, thread_key), claim.version)
-    _release_if_idle(svc, s, lease)   # just claimed in this transaction: cannot be lost
+    claim = repo.claim_thread(s, thread_key, svc.new_owner(), svc.clock(), svc.lease)
+    return _read_claimed(svc, s, claim) if claim is not None else None
+
+
+def _read_claimed(svc: Services, s: Session, claim: repo.Claim) -> _Lease:
+    lease = _Lease(claim, repo.load_thread(s, claim.thread_key), claim.version)
+    _release_if_idle(svc, s, lease)   # claimed in this transaction: cannot be lost
     return lease
 
 
@@ -412,13 +445,14 @@ def handle_event(
     svc: Services, raw: Any, *, source: str = "queue", task_id: str | None = None
 ) -> tuple[Received, Driven | None]:
     """Receive one event and drive its thread: what a Celery task or `callsync sync` runs."""
-    with svc.transaction() as s:
-        received = _journal_event(svc, s, raw, source=source, task_id=task_id)
-        lease = _take_lease(svc, s, received.thread_key) if received.thread_key else None
-    _report_received(received)
-    if received.thread_key is None:
-        return received, None
-    return received, _drive(svc, lease, Driven(received.thread_key))
+    with svc.one_connection():
+        with svc.transaction() as s:
+            received, claim = _journal_event(svc, s, raw, source=source, task_id=task_id)
+            lease = _read_claimed(svc, s, claim) if claim is not None else None
+        _report_received(received)
+        if received.thread_key is None:
+            return received, None
+        return received, _drive(svc, lease, Driven(received.thread_key))
 
 
 def due_threads(svc: Services, *, quiet_for: timedelta = timedelta(seconds=60),

@@ -210,23 +210,31 @@ def test_random_orders_converge(make_services, simulators):
 
 
 def test_an_event_costs_one_transaction_plus_one_per_step(make_services, simulators):
-    """Journal, lease, read and release share transactions: a regression here is a slowdown."""
+    """Journal, lease, read and release share transactions, a task checks out one connection,
+    and no statement is sent that changes nothing: a regression here is a slowdown."""
     from sqlalchemy import event as sa_event
 
     svc = make_services()
-    commits = []
-    sa_event.listen(svc.sessions.kw["bind"], "commit", lambda conn: commits.append(1))
+    engine = svc.sessions.kw["bind"]
+    commits, statements, checkouts = [], [], []
+    sa_event.listen(engine, "commit", lambda conn: commits.append(1))
+    sa_event.listen(engine, "before_cursor_execute",   # BEGIN IMMEDIATE on SQLite not counted
+                    lambda *args: statements.append(args[2]) if args[2][:5] != "BEGIN" else None)
+    sa_event.listen(engine.pool, "checkout", lambda *args: checkouts.append(1))
     new, in_process, stopped = call_events("tx")
 
-    def transactions(raw) -> tuple[int, int]:
-        commits.clear()
+    def cost(raw) -> tuple[int, int, int, int]:
+        for seen in (commits, statements, checkouts):
+            seen.clear()
         _, driven = handle_event(svc, raw)
-        return len(commits), driven.steps
+        return len(commits), len(statements), len(checkouts), driven.steps
 
-    assert transactions(new) == (2, 1)         # the interaction
-    assert transactions(in_process) == (1, 0)  # nothing to send: one transaction in all
-    assert transactions(stopped) == (4, 3)     # end, phoneCall, Caliq
-    assert transactions(stopped) == (1, 0)     # a duplicate
+    # journal + claim + read: 6 statements; a step: its legs, thread and requests (3); the
+    # release (1) rides with the last transaction, and a call's state is saved where it changed
+    assert cost(new) == (2, 11, 1, 1)          # the interaction
+    assert cost(in_process) == (1, 8, 1, 0)    # nothing to send: one transaction in all
+    assert cost(stopped) == (4, 17, 1, 3)      # end, phoneCall, Caliq
+    assert cost(stopped) == (1, 7, 1, 0)       # a duplicate: nothing changed, no state saved
 
 
 def test_a_step_is_kept_when_the_lease_was_taken_over_meanwhile(make_services, simulators):

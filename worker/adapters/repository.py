@@ -69,15 +69,30 @@ class _Statements:
         p = bindparam
         self.call_of = select(calls_t.c.thread_key, calls_t.c.status).where(
             calls_t.c.interaction_id == p("call"))
-        self.seen = select(journal_t.c.id).where(
+        # A journaled event always has its call row, so an unknown call has seen nothing.
+        seen = select(journal_t.c.id).where(
             journal_t.c.interaction_id == p("call"), journal_t.c.fingerprint == p("fingerprint")
-        ).limit(1)
+        ).exists()
+        self.call_and_seen = select(calls_t.c.thread_key, calls_t.c.status,
+                                    seen.label("seen")).where(
+            calls_t.c.interaction_id == p("call"))
+        # Every event moves its thread's version (whoever holds the lease looks again) and takes
+        # the lease if it is free, in one statement; the SET clause sees the row as it was.
         new_thread = insert(threads_t).values(
-            thread_key=p("thread"), version=1, created_at=p("now"), updated_at=p("now"))
-        self.bump_thread = new_thread.on_conflict_do_update(
+            thread_key=p("thread"), version=1, created_at=p("now"), updated_at=p("now"),
+            lease_owner=p("owner"), lease_expires_at=p("expires"))
+        was_free = threads_t.c.lease_owner.is_(None)
+        self.bump_and_claim = new_thread.on_conflict_do_update(
             index_elements=[threads_t.c.thread_key],
-            set_={"version": threads_t.c.version + 1, "updated_at": new_thread.excluded.updated_at},
-        )
+            set_={
+                "version": threads_t.c.version + 1,
+                "updated_at": new_thread.excluded.updated_at,
+                "lease_owner": case((was_free, new_thread.excluded.lease_owner),
+                                    else_=threads_t.c.lease_owner),
+                "lease_expires_at": case((was_free, new_thread.excluded.lease_expires_at),
+                                         else_=threads_t.c.lease_expires_at),
+            },
+        ).returning(threads_t.c.version, threads_t.c.lease_owner, threads_t.c.lease_expires_at)
         new_call = insert(calls_t).values(
             interaction_id=p("call"), thread_key=p("thread"), status=p("new_status"),
             sync_state=CallSync.PENDING.value, created_at=p("now"), updated_at=p("now"))
@@ -111,15 +126,23 @@ class _Statements:
                                                             lease_expires_at=None)
         self.renew = update(threads_t).where(held).values(lease_expires_at=p("expires"))
         self.version = select(threads_t.c.version).where(threads_t.c.thread_key == p("thread"))
-        self.top_level = select(threads_t.c.top_level_interaction_id,
-                                threads_t.c.top_level_call_id).where(
-            threads_t.c.thread_key == p("thread"))
         in_thread = calls_t.c.thread_key == p("thread")
-        self.payloads = (
-            select(journal_t.c.interaction_id, journal_t.c.payload)
+        # One row per journaled event of the thread, each carrying the thread's top-level; a
+        # thread with no event yet gives one row of NULLs (outer join), an unknown one none.
+        events = (
+            select(journal_t.c.id, journal_t.c.interaction_id, journal_t.c.payload,
+                   calls_t.c.sync_state, calls_t.c.thread_key)
             .join(calls_t, calls_t.c.interaction_id == journal_t.c.interaction_id)
             .where(in_thread, journal_t.c.outcome != "rejected")
-            .order_by(journal_t.c.id)
+            .subquery()
+        )
+        self.payloads = (
+            select(threads_t.c.top_level_interaction_id, threads_t.c.top_level_call_id,
+                   events.c.interaction_id, events.c.payload, events.c.sync_state)
+            .select_from(threads_t.outerjoin(events,
+                                             events.c.thread_key == threads_t.c.thread_key))
+            .where(threads_t.c.thread_key == p("thread"))
+            .order_by(events.c.id)
         )
         self.legs = select(legs_t).join(
             calls_t, calls_t.c.interaction_id == legs_t.c.interaction_id).where(in_thread)
@@ -183,33 +206,38 @@ def journal_rejected(
 
 def accept_event(
     session: Session, event: PhoneCallEvent, *, payload: str, source: str,
-    task_id: str | None, now: datetime,
-) -> tuple[str, str]:
-    """Journal a valid event and make its call and thread exist.
+    task_id: str | None, now: datetime, owner: str, lease: timedelta,
+) -> tuple[str, str, Claim | None]:
+    """Journal a valid event, make its call and thread exist, and claim the thread for `owner`.
 
-    Returns the journal outcome and the call's thread. The outcome is `duplicate` (the same
-    event seen before), `stale` (its status is behind the call's) or `accepted`. Either way the
-    thread's version moves, so whoever holds its lease looks again.
+    Returns the journal outcome, the call's thread and the claim (None: another worker holds a
+    live lease and will see this event). The outcome is `duplicate` (the same event seen
+    before), `stale` (its status is behind the call's) or `accepted`. Either way the thread's
+    version moves, so whoever holds its lease looks again.
     """
     conn, sql = _run(session)
     call_id, status = event.interaction_id, int(event.status)
     fingerprint = event.fingerprint()
-    known = conn.execute(sql.call_of, {"call": call_id}).first()
-    seen = conn.execute(sql.seen, {"call": call_id, "fingerprint": fingerprint}).first()
+    known = conn.execute(sql.call_and_seen, {"call": call_id, "fingerprint": fingerprint}).first()
     # The thread a call joined first is its thread for good, whatever later events say.
     thread_key = known.thread_key if known is not None else event.thread_key
     # Locks in one order everywhere (threads, then calls), or PostgreSQL finds deadlocks.
-    conn.execute(sql.bump_thread, {"thread": thread_key, "now": now})
+    params = {"thread": thread_key, "owner": owner, "now": now, "expires": now + lease}
+    thread = conn.execute(sql.bump_and_claim, params).one()
     conn.execute(sql.upsert_call, {"call": call_id, "thread": thread_key, "new_status": status,
                                    "now": now})
-    outcome = ("duplicate" if seen is not None
+    outcome = ("duplicate" if known is not None and known.seen
                else "stale" if known is not None and known.status > status else "accepted")
     conn.execute(sql.journal, {
         "received_at": now, "source": source, "task_id": task_id, "interaction_id": call_id,
         "thread_key": event.thread_key, "status": status, "fingerprint": fingerprint,
         "payload": payload, "outcome": outcome, "error": None,
     })
-    return outcome, thread_key
+    if thread.lease_owner == owner:
+        return outcome, thread_key, Claim(thread_key, owner, int(thread.version), took_over=False)
+    if thread.lease_expires_at is not None and thread.lease_expires_at < now:
+        return outcome, thread_key, _take_over(conn, sql, params)
+    return outcome, thread_key, None
 
 
 def thread_of(session: Session, call_id: str) -> str | None:
@@ -224,16 +252,24 @@ def thread_of(session: Session, call_id: str) -> str | None:
 def claim_thread(
     session: Session, thread_key: str, owner: str, now: datetime, lease: timedelta
 ) -> Claim | None:
-    """Take the thread's lease if it is free or expired (an atomic compare-and-set)."""
+    """Take the thread's lease if it is free or expired (an atomic compare-and-set).
+
+    `owner` names this one claim: two claims must never share it (see Services.new_owner).
+    """
     conn, sql = _run(session)
     params = {"thread": thread_key, "owner": owner, "now": now, "expires": now + lease}
     version = conn.execute(sql.claim_free, params).scalar()
     if version is not None:
         return Claim(thread_key, owner, int(version), took_over=False)
+    return _take_over(conn, sql, params)
+
+
+def _take_over(conn: Connection, sql: _Statements, params: dict[str, Any]) -> Claim | None:
+    """Take an expired lease (its holder died or stalled): an answer may have been lost."""
     version = conn.execute(sql.claim_expired, params).scalar()
-    if version is not None:
-        return Claim(thread_key, owner, int(version), took_over=True)
-    return None
+    if version is None:
+        return None
+    return Claim(params["thread"], params["owner"], int(version), took_over=True)
 
 
 def release_thread(session: Session, claim: Claim, version: int) -> bool:
@@ -266,25 +302,30 @@ def thread_version(session: Session, thread_key: str) -> int:
 def load_thread(session: Session, thread_key: str) -> ThreadState:
     conn, sql = _run(session)
     key = {"thread": thread_key}
-    top = conn.execute(sql.top_level, key).first()
-    if top is None:
+    rows = conn.execute(sql.payloads, key).all()
+    if not rows:
         raise LookupError(f"no thread {thread_key!r}")
     # Calls in the order their first event was journaled; a call with none is not in the thread.
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for call_id, payload in conn.execute(sql.payloads, key):
-        events[call_id].append(json.loads(payload))
+    stored: dict[str, str] = {}
+    for row in rows:
+        if row.interaction_id is not None:
+            events[row.interaction_id].append(json.loads(row.payload))
+            stored[row.interaction_id] = row.sync_state
     legs: dict[str, dict[str, Leg]] = defaultdict(dict)
     for row in conn.execute(sql.legs, key):
         legs[row.interaction_id][row.leg] = Leg(
             state=LegState(row.state), remote_id=row.remote_id, attempts=row.attempts,
             next_attempt_at=row.next_attempt_at, error=row.error,
         )
+    top = rows[0]
     state = ThreadState(
         key=thread_key, top_level_id=top.top_level_interaction_id,
         top_level_call_id=top.top_level_call_id,
     )
     for call_id, call_events in events.items():
-        call = CallState(call_id, merge_events(call_events))
+        call = CallState(call_id, merge_events(call_events),
+                         stored_sync=CallSync(stored[call_id]))
         call.legs.update(legs[call_id])
         state.calls[call_id] = call
     return state
@@ -315,8 +356,7 @@ def save_step(
         "top_level_call": thread.top_level_call_id, "now": now,
         "owner": holder.owner if holder else None, "expires": lease_until,
     }).scalar()
-    conn.execute(sql.save_sync, {"call": call.interaction_id,
-                                 "sync": call.sync_state().value, "now": now})
+    _save_sync(conn, sql, [call], now)
     if requests:
         conn.execute(sql.requests, [
             {"at": now, "interaction_id": call.interaction_id, "leg": ",".join(legs),
@@ -329,13 +369,22 @@ def save_step(
 
 def save_sync_states(session: Session, thread: ThreadState, now: datetime) -> None:
     """Store each call's sync state where it changed (a call whose event needed no step)."""
-    if not thread.calls:
-        return
     conn, sql = _run(session)
+    _save_sync(conn, sql, thread.calls.values(), now)
+
+
+def _save_sync(conn: Connection, sql: _Statements, calls: Iterable[CallState],
+               now: datetime) -> None:
+    """UPDATE only the calls whose state differs from what was read (the WHERE re-checks)."""
+    changed = [call for call in calls if call.sync_state() is not call.stored_sync]
+    if not changed:
+        return
     conn.execute(sql.save_sync, [
         {"call": call.interaction_id, "sync": call.sync_state().value, "now": now}
-        for call in thread.calls.values()
+        for call in changed
     ])
+    for call in changed:
+        call.stored_sync = call.sync_state()
 
 
 # --- poison messages ------------------------------------------------------------------------

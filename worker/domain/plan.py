@@ -90,6 +90,9 @@ class CallState:
     interaction_id: str
     event: dict[str, Any]           # the merged view of every event received for the call
     legs: dict[str, Leg] = field(default_factory=lambda: {name: Leg() for name in LEGS})
+    # The sync state the database held when the call was read (None: unknown). Lets a save
+    # skip a statement that would change nothing; a stale value costs one redundant UPDATE.
+    stored_sync: CallSync | None = None
 
     @property
     def status(self) -> Status:
