@@ -74,10 +74,21 @@ class Services:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        pinned = _PINNED.get()
-        with (self.sessions(bind=pinned) if pinned is not None else self.sessions()) as session, \
-                session.begin():
+        """An ORM session's transaction: for operators' queries and the sweep."""
+        with self.sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connection_transaction(self) -> Iterator[Connection]:
+        """A transaction on a Core connection: the hot path's, without an ORM session's
+        bookkeeping (about a tenth of an event's CPU when profiled)."""
+        pinned = _PINNED.get()
+        if pinned is not None:
+            with pinned.begin():
+                yield pinned
+            return
+        with self.sessions.kw["bind"].connect() as connection, connection.begin():
+            yield connection
 
     @contextmanager
     def one_connection(self) -> Iterator[None]:
@@ -117,7 +128,7 @@ class Received:
 
 
 def _journal_event(
-    svc: Services, s: Session, raw: Any, *, source: str, task_id: str | None
+    svc: Services, s: repo.Db, raw: Any, *, source: str, task_id: str | None
 ) -> tuple[Received, repo.Claim | None]:
     """Journal the event (always); for a valid one record its call and thread, and claim the
     thread unless another worker holds it."""
@@ -180,24 +191,24 @@ class _Lease:
 def drive_thread(svc: Services, thread_key: str) -> Driven:
     """Do everything the thread needs now, under its lease; never twice, never concurrently."""
     with svc.one_connection():
-        with svc.transaction() as s:
+        with svc.connection_transaction() as s:
             lease = _take_lease(svc, s, thread_key)
         return _drive(svc, lease, Driven(thread_key))
 
 
-def _take_lease(svc: Services, s: Session, thread_key: str) -> _Lease | None:
+def _take_lease(svc: Services, s: repo.Db, thread_key: str) -> _Lease | None:
     """Claim and read the thread (None: another worker holds it), releasing it if idle."""
     claim = repo.claim_thread(s, thread_key, svc.new_owner(), svc.clock(), svc.lease)
     return _read_claimed(svc, s, claim) if claim is not None else None
 
 
-def _read_claimed(svc: Services, s: Session, claim: repo.Claim) -> _Lease:
+def _read_claimed(svc: Services, s: repo.Db, claim: repo.Claim) -> _Lease:
     lease = _Lease(claim, repo.load_thread(s, claim.thread_key), claim.version)
     _release_if_idle(svc, s, lease)   # claimed in this transaction: cannot be lost
     return lease
 
 
-def _release_if_idle(svc: Services, s: Session, lease: _Lease) -> bool:
+def _release_if_idle(svc: Services, s: repo.Db, lease: _Lease) -> bool:
     """When no step is due now, store the calls' sync states and give the lease back, unless
     events arrived since the thread was read: then read it again and look once more.
 
@@ -229,7 +240,7 @@ def _drive(svc: Services, lease: _Lease | None, result: Driven) -> Driven:
         while not lease.released:
             step = next_step(lease.thread, svc.clock())
             if step is None:   # the clock stepped back since the last look: settle again
-                with svc.transaction() as s:
+                with svc.connection_transaction() as s:
                     held = _release_if_idle(svc, s, lease)
             else:
                 held = _run_step(svc, lease, step)
@@ -239,7 +250,7 @@ def _drive(svc: Services, lease: _Lease | None, result: Driven) -> Driven:
                 return result
     except Exception:
         # A database or programming error: free the thread now rather than at lease expiry.
-        with contextlib.suppress(Exception), svc.transaction() as s:
+        with contextlib.suppress(Exception), svc.connection_transaction() as s:
             repo.abandon_lease(s, lease.claim)
         raise
     result.retry_at = min(
@@ -281,7 +292,7 @@ def _run_step(svc: Services, lease: _Lease, step: Step) -> bool:
         _count_failure(step.leg, leg.state, error_kind)
         bound.warning("step failed", error_kind=error_kind, error=leg.error)
     now = svc.clock()
-    with svc.transaction() as s:
+    with svc.connection_transaction() as s:
         # The step's result is kept even if the lease was lost: the request was made.
         held = repo.save_step(s, thread, call, sorted(changed), requests, now=now,
                               error_kind=error_kind, request_id=request_id,
@@ -419,7 +430,7 @@ def quarantine(svc: Services, raw: Any, *, thread_key: str | None, reason: str) 
     call_id = raw.get("interaction_id") if isinstance(raw, dict) else None
     call_id = call_id if isinstance(call_id, str) else None
     now = svc.clock()
-    with svc.transaction() as s:
+    with svc.connection_transaction() as s:
         payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
         if thread_key is None or call_id is not None:
             repo.journal_poison(s, payload=payload, interaction_id=call_id, error=reason, now=now)
@@ -446,7 +457,7 @@ def handle_event(
 ) -> tuple[Received, Driven | None]:
     """Receive one event and drive its thread: what a Celery task or `callsync sync` runs."""
     with svc.one_connection():
-        with svc.transaction() as s:
+        with svc.connection_transaction() as s:
             received, claim = _journal_event(svc, s, raw, source=source, task_id=task_id)
             lease = _read_claimed(svc, s, claim) if claim is not None else None
         _report_received(received)

@@ -184,8 +184,13 @@ def _statements_for(dialect: str) -> _Statements:
     return _Statements(dialect)
 
 
-def _run(session: Session) -> tuple[Connection, _Statements]:
-    conn = session.connection()
+# The hot path runs on a Core connection (Services.connection_transaction); operators' commands
+# and the sweep pass an ORM session. Both work everywhere a function takes `Db`.
+Db = Session | Connection
+
+
+def _run(db: Db) -> tuple[Connection, _Statements]:
+    conn = db if isinstance(db, Connection) else db.connection()
     return conn, _statements_for(conn.dialect.name)
 
 
@@ -193,7 +198,7 @@ def _run(session: Session) -> tuple[Connection, _Statements]:
 
 
 def journal_rejected(
-    session: Session, *, payload: str, error: str, source: str, task_id: str | None,
+    session: Db, *, payload: str, error: str, source: str, task_id: str | None,
     interaction_id: str | None, now: datetime,
 ) -> None:
     conn, sql = _run(session)
@@ -205,7 +210,7 @@ def journal_rejected(
 
 
 def accept_event(
-    session: Session, event: PhoneCallEvent, *, payload: str, source: str,
+    session: Db, event: PhoneCallEvent, *, payload: str, source: str,
     task_id: str | None, now: datetime, owner: str, lease: timedelta,
 ) -> tuple[str, str, Claim | None]:
     """Journal a valid event, make its call and thread exist, and claim the thread for `owner`.
@@ -240,7 +245,7 @@ def accept_event(
     return outcome, thread_key, None
 
 
-def thread_of(session: Session, call_id: str) -> str | None:
+def thread_of(session: Db, call_id: str) -> str | None:
     conn, sql = _run(session)
     known = conn.execute(sql.call_of, {"call": call_id}).first()
     return known.thread_key if known is not None else None
@@ -250,7 +255,7 @@ def thread_of(session: Session, call_id: str) -> str | None:
 
 
 def claim_thread(
-    session: Session, thread_key: str, owner: str, now: datetime, lease: timedelta
+    session: Db, thread_key: str, owner: str, now: datetime, lease: timedelta
 ) -> Claim | None:
     """Take the thread's lease if it is free or expired (an atomic compare-and-set).
 
@@ -272,26 +277,26 @@ def _take_over(conn: Connection, sql: _Statements, params: dict[str, Any]) -> Cl
     return Claim(params["thread"], params["owner"], int(version), took_over=True)
 
 
-def release_thread(session: Session, claim: Claim, version: int) -> bool:
+def release_thread(session: Db, claim: Claim, version: int) -> bool:
     """Give the lease back, unless an event arrived since `version` was read (then keep it)."""
     conn, sql = _run(session)
     return conn.execute(sql.release, {"thread": claim.thread_key, "owner": claim.owner,
                                       "seen_version": version}).rowcount == 1
 
 
-def abandon_lease(session: Session, claim: Claim) -> None:
+def abandon_lease(session: Db, claim: Claim) -> None:
     """Give the lease back after an error, so a retry need not wait for it to expire."""
     conn, sql = _run(session)
     conn.execute(sql.abandon, {"thread": claim.thread_key, "owner": claim.owner})
 
 
-def renew_lease(session: Session, claim: Claim, now: datetime, lease: timedelta) -> bool:
+def renew_lease(session: Db, claim: Claim, now: datetime, lease: timedelta) -> bool:
     conn, sql = _run(session)
     return conn.execute(sql.renew, {"thread": claim.thread_key, "owner": claim.owner,
                                     "expires": now + lease}).rowcount == 1
 
 
-def thread_version(session: Session, thread_key: str) -> int:
+def thread_version(session: Db, thread_key: str) -> int:
     conn, sql = _run(session)
     return int(conn.execute(sql.version, {"thread": thread_key}).scalar() or 0)
 
@@ -299,7 +304,7 @@ def thread_version(session: Session, thread_key: str) -> int:
 # --- loading and saving the aggregate -------------------------------------------------------
 
 
-def load_thread(session: Session, thread_key: str) -> ThreadState:
+def load_thread(session: Db, thread_key: str) -> ThreadState:
     conn, sql = _run(session)
     key = {"thread": thread_key}
     rows = conn.execute(sql.payloads, key).all()
@@ -332,7 +337,7 @@ def load_thread(session: Session, thread_key: str) -> ThreadState:
 
 
 def save_step(
-    session: Session, thread: ThreadState, call: CallState, legs: Iterable[str],
+    session: Db, thread: ThreadState, call: CallState, legs: Iterable[str],
     requests: Sequence[RequestRecord], *, now: datetime, error_kind: str | None = None,
     request_id: str | None = None, holder: Claim | None = None,
     lease_until: datetime | None = None,
@@ -367,7 +372,7 @@ def save_step(
     return holder is None or owner == holder.owner
 
 
-def save_sync_states(session: Session, thread: ThreadState, now: datetime) -> None:
+def save_sync_states(session: Db, thread: ThreadState, now: datetime) -> None:
     """Store each call's sync state where it changed (a call whose event needed no step)."""
     conn, sql = _run(session)
     _save_sync(conn, sql, thread.calls.values(), now)
@@ -390,19 +395,19 @@ def _save_sync(conn: Connection, sql: _Statements, calls: Iterable[CallState],
 # --- poison messages ------------------------------------------------------------------------
 
 
-def begin_delivery(session: Session, key: str, now: datetime) -> int:
+def begin_delivery(session: Db, key: str, now: datetime) -> int:
     """Count one more started delivery of `key`; returns how many were unfinished before it."""
     conn, sql = _run(session)
     return int(conn.execute(sql.begin_delivery, {"delivery": key, "now": now}).scalar_one()) - 1
 
 
-def end_delivery(session: Session, key: str) -> None:
+def end_delivery(session: Db, key: str) -> None:
     conn, sql = _run(session)
     conn.execute(sql.end_delivery, {"delivery": key})
 
 
 def journal_poison(
-    session: Session, *, payload: str, interaction_id: str | None, error: str, now: datetime,
+    session: Db, *, payload: str, interaction_id: str | None, error: str, now: datetime,
 ) -> None:
     conn, sql = _run(session)
     conn.execute(sql.journal, {
