@@ -273,6 +273,7 @@ def _run_step(svc: Services, lease: _Lease, step: Step) -> bool:
     error_kind: str | None = None
     request_id: str | None = None
     recovering = lease.claim.took_over
+    top_level = (thread.top_level_id, thread.top_level_call_id)
     try:
         changed = _perform(svc, thread, call, step, recovering, requests.append)
         bound.info("step done", remote_id=call.legs[step.leg].remote_id)
@@ -292,11 +293,16 @@ def _run_step(svc: Services, lease: _Lease, step: Step) -> bool:
         _count_failure(step.leg, leg.state, error_kind)
         bound.warning("step failed", error_kind=error_kind, error=leg.error)
     now = svc.clock()
+    # After the last step the release checks the lease (and renews it if events came in);
+    # the lease is only extended here while more steps follow.
+    last = next_step(thread, now) is None
     with svc.connection_transaction() as s:
         # The step's result is kept even if the lease was lost: the request was made.
         held = repo.save_step(s, thread, call, sorted(changed), requests, now=now,
                               error_kind=error_kind, request_id=request_id,
-                              holder=lease.claim, lease_until=now + svc.lease)
+                              holder=None if last else lease.claim, lease_until=now + svc.lease,
+                              top_level_changed=top_level != (thread.top_level_id,
+                                                              thread.top_level_call_id))
         return held and _release_if_idle(svc, s, lease)
 
 

@@ -340,12 +340,13 @@ def save_step(
     session: Db, thread: ThreadState, call: CallState, legs: Iterable[str],
     requests: Sequence[RequestRecord], *, now: datetime, error_kind: str | None = None,
     request_id: str | None = None, holder: Claim | None = None,
-    lease_until: datetime | None = None,
+    lease_until: datetime | None = None, top_level_changed: bool = True,
 ) -> bool:
     """Commit what a step changed: the legs it moved, the thread's top-level, its requests.
 
     With a `holder`, its lease is extended to `lease_until` in the same statement; returns
     False when the lease is someone else's now (the step's result is saved all the same).
+    Without a holder and with the top-level unchanged, the thread's row is not written.
     """
     conn, sql = _run(session)
     legs = list(legs)
@@ -356,11 +357,13 @@ def save_step(
          "next_attempt_at": leg.next_attempt_at, "updated_at": now}
         for name, leg in ((name, call.legs[name]) for name in legs)
     ])
-    owner = conn.execute(sql.save_top_level, {
-        "thread": thread.key, "top_level_id": thread.top_level_id,
-        "top_level_call": thread.top_level_call_id, "now": now,
-        "owner": holder.owner if holder else None, "expires": lease_until,
-    }).scalar()
+    owner = None
+    if holder is not None or top_level_changed:
+        owner = conn.execute(sql.save_top_level, {
+            "thread": thread.key, "top_level_id": thread.top_level_id,
+            "top_level_call": thread.top_level_call_id, "now": now,
+            "owner": holder.owner if holder else None, "expires": lease_until,
+        }).scalar()
     _save_sync(conn, sql, [call], now)
     if requests:
         conn.execute(sql.requests, [
