@@ -186,6 +186,7 @@ class _Lease:
     thread: ThreadState
     version: int
     released: bool = False
+    answer_unsaved: bool = False   # a request went out and its answer is not committed yet
 
 
 def drive_thread(svc: Services, thread_key: str) -> Driven:
@@ -249,9 +250,15 @@ def _drive(svc: Services, lease: _Lease | None, result: Driven) -> Driven:
                 bound.warning("lease lost; stopping")
                 return result
     except Exception:
-        # A database or programming error: free the thread now rather than at lease expiry.
-        with contextlib.suppress(Exception), svc.connection_transaction() as s:
-            repo.abandon_lease(s, lease.claim)
+        if lease.answer_unsaved:
+            # A CRM may hold a record that the database does not know of. The lease is kept
+            # until it expires, as when a worker dies mid-request: whoever takes the thread
+            # over then looks the record up before creating it (never a duplicate).
+            bound.error("step result not saved; lease kept until it expires")
+        else:
+            # A database or programming error: free the thread now rather than at expiry.
+            with contextlib.suppress(Exception), svc.connection_transaction() as s:
+                repo.abandon_lease(s, lease.claim)
         raise
     result.retry_at = min(
         (leg.next_attempt_at for call in lease.thread.calls.values()
@@ -296,6 +303,7 @@ def _run_step(svc: Services, lease: _Lease, step: Step) -> bool:
     # After the last step the release checks the lease (and renews it if events came in);
     # the lease is only extended here while more steps follow.
     last = next_step(thread, now) is None
+    lease.answer_unsaved = bool(requests)
     with svc.connection_transaction() as s:
         # The step's result is kept even if the lease was lost: the request was made.
         held = repo.save_step(s, thread, call, sorted(changed), requests, now=now,
@@ -303,7 +311,9 @@ def _run_step(svc: Services, lease: _Lease, step: Step) -> bool:
                               holder=None if last else lease.claim, lease_until=now + svc.lease,
                               top_level_changed=top_level != (thread.top_level_id,
                                                               thread.top_level_call_id))
-        return held and _release_if_idle(svc, s, lease)
+        held = held and _release_if_idle(svc, s, lease)
+    lease.answer_unsaved = False
+    return held
 
 
 def _count_failure(leg_name: str, state: LegState, kind: str) -> None:

@@ -279,3 +279,62 @@ def test_connection_pool_size_bounds_the_database_and_each_crm(make_services, si
     for client in (svc.oracle, svc.caliq):
         adapter = client.http.session.get_adapter(client.http.root)
         assert adapter.poolmanager.connection_pool_kw["maxsize"] == 7
+
+
+def test_a_step_whose_answer_cannot_be_saved_keeps_the_lease_and_is_never_sent_twice(
+        make_services, simulators, monkeypatch):
+    """The database refuses the step's commit after the CRM created the record (a deadlock
+    victim, a dropped connection): like a worker that died mid-request, the lease is kept, and
+    whoever takes over after it expires finds the record instead of creating a second one."""
+    from sqlalchemy.exc import OperationalError
+
+    svc = make_services(lease_seconds=30)
+    save_step = repo.save_step
+
+    def refuse_once(*args, **kwargs):
+        monkeypatch.setattr(repo, "save_step", save_step)
+        raise OperationalError("COMMIT", {}, Exception("deadlock detected"))
+
+    monkeypatch.setattr(repo, "save_step", refuse_once)
+    new = call_events("unsaved")[0]
+    with pytest.raises(OperationalError):
+        handle_event(svc, new)
+    with svc.transaction() as s:
+        assert s.scalar(select(repo.ThreadRow.lease_owner)) is not None   # kept, not abandoned
+    assert drive_thread(svc, "unsaved").busy                            # until it expires
+
+    svc.clock = lambda: utcnow() + timedelta(seconds=31)
+    driven = drive_thread(svc, "unsaved")
+    oracle = SimulatorAdmin(simulators.oracle_url).state()
+    assert [i["MediaItemId"] for i in oracle["interactions"]] == ["unsaved"]
+    assert driven.steps == 1 and legs(svc)[("unsaved", "oracle_interaction")].state == "done"
+    assert any(r["method"] == "GET" for r in SimulatorAdmin(simulators.oracle_url).requests_log())
+
+
+def test_every_transaction_writes_the_thread_before_its_calls(make_services, simulators):
+    """One lock order everywhere, or PostgreSQL finds deadlocks: a transaction that wrote a
+    call's row and then waited for the thread's would deadlock with an event being journaled
+    (thread, then call), and the loser's step result would be rolled back."""
+    from sqlalchemy import event as sa_event
+
+    svc = make_services()
+    engine = svc.sessions.kw["bind"]
+    transactions: list[list[str]] = [[]]
+    sa_event.listen(engine, "commit", lambda conn: transactions.append([]))
+    sa_event.listen(engine, "before_cursor_execute",
+                    lambda conn, cursor, sql, *rest: transactions[-1].append(sql.split()[:3]))
+    for raw in thread_events("order", consults=2):
+        handle_event(svc, raw)
+
+    def first_write(statements: list[list[str]], table: str) -> int | None:
+        return next((i for i, words in enumerate(statements)
+                     if words[0] in ("INSERT", "UPDATE") and table in words), None)
+
+    checked = 0
+    for statements in transactions:
+        thread, call = first_write(statements, "threads"), first_write(statements, "calls")
+        if call is not None:
+            checked += 1
+            assert thread is not None and thread < call, statements
+    assert checked >= 9   # every event's journal, and every drive's last step
+    assert_one_record_per_call(simulators, ["order", "order-c1", "order-c2"])

@@ -346,7 +346,10 @@ def save_step(
 
     With a `holder`, its lease is extended to `lease_until` in the same statement; returns
     False when the lease is someone else's now (the step's result is saved all the same).
-    Without a holder and with the top-level unchanged, the thread's row is not written.
+    Without a holder and with the top-level unchanged, neither the thread's row nor the call's
+    sync state is written: the caller releases the thread next in the same transaction, and
+    that release writes the thread before save_sync_states writes the calls (threads before
+    calls, the one lock order; a call locked first deadlocks with an event being journaled).
     """
     conn, sql = _run(session)
     legs = list(legs)
@@ -364,7 +367,7 @@ def save_step(
             "top_level_call": thread.top_level_call_id, "now": now,
             "owner": holder.owner if holder else None, "expires": lease_until,
         }).scalar()
-    _save_sync(conn, sql, [call], now)
+        _save_sync(conn, sql, [call], now)
     if requests:
         conn.execute(sql.requests, [
             {"at": now, "interaction_id": call.interaction_id, "leg": ",".join(legs),
