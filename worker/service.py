@@ -244,8 +244,8 @@ def _drive(svc: Services, lease: _Lease | None, result: Driven) -> Driven:
                 with svc.connection_transaction() as s:
                     held = _release_if_idle(svc, s, lease)
             else:
-                held = _run_step(svc, lease, step)
-                result.steps += 1
+                held, steps = _run_steps(svc, lease, step)
+                result.steps += steps
             if not held:   # it expired and another worker took the thread over: it carries on
                 bound.warning("lease lost; stopping")
                 return result
@@ -269,51 +269,82 @@ def _drive(svc: Services, lease: _Lease | None, result: Driven) -> Driven:
     return result
 
 
-def _run_step(svc: Services, lease: _Lease, step: Step) -> bool:
-    """Perform one step and commit its result; False when the lease turns out lost."""
-    thread = lease.thread
-    call = thread.calls[step.call_id]
-    leg = call.legs[step.leg]
-    requests: list[repo.RequestRecord] = []
-    bound = log.bind(interaction_id=call.interaction_id, thread=thread.key, leg=step.leg,
-                     step=step.kind.value)
+# Steps that may follow another of the same call in one batch: sent one after the other, their
+# answers committed together. Each is safe to repeat after a lost answer (a PATCH, a phoneCall
+# looked up first, a Caliq duplicate taken as success), so a batch cut short by a dead worker
+# is recovered by the heir like a single step.
+_FOLLOWERS = frozenset({StepKind.END_INTERACTION, StepKind.CREATE_PHONE_CALL,
+                        StepKind.CREATE_CALIQ})
+
+
+@dataclass
+class _StepOutcome:
+    changed: set[str]
     error_kind: str | None = None
     request_id: str | None = None
-    recovering = lease.claim.took_over
+
+
+def _run_steps(svc: Services, lease: _Lease, first: Step) -> tuple[bool, int]:
+    """Perform `first` and the steps of the same call that follow it, then commit their
+    results in one transaction. Returns (lease still held, steps performed)."""
+    thread = lease.thread
+    call = thread.calls[first.call_id]
     top_level = (thread.top_level_id, thread.top_level_call_id)
-    try:
-        changed = _perform(svc, thread, call, step, recovering, requests.append)
-        bound.info("step done", remote_id=call.legs[step.leg].remote_id)
-        metrics.STEPS.labels(step.leg, "done").inc()
-    except RemoteError as exc:
-        changed = {step.leg}
-        error_kind, request_id = exc.kind.value, exc.request_id
-        _record_failure(svc, leg, exc)
-        _count_failure(step.leg, leg.state, exc.kind.value)
-        bound.warning("step failed", error_kind=exc.kind.value, error=leg.error,
-                      attempts=leg.attempts, next_attempt_at=leg.next_attempt_at)
-    except PayloadError as exc:
-        changed = {step.leg}
-        error_kind = ErrorKind.PERMANENT.value
-        leg.attempts += 1
-        leg.state, leg.error = LegState.FAILED, svc.scrub(str(exc))
-        _count_failure(step.leg, leg.state, error_kind)
-        bound.warning("step failed", error_kind=error_kind, error=leg.error)
+    outcomes: dict[str, _StepOutcome] = {}
+    requests: list[tuple[str, repo.RequestRecord]] = []
+    step: Step | None = first
+    count = 0
+    while step is not None:
+        sent: list[repo.RequestRecord] = []
+        outcome = _attempt(svc, lease, call, step, sent.append)
+        count += 1
+        label = ",".join(sorted(outcome.changed))
+        requests += [(label, record) for record in sent]
+        outcomes.update(dict.fromkeys(outcome.changed, outcome))
+        lease.answer_unsaved = bool(requests)
+        step = next_step(thread, svc.clock())
+        if (outcome.error_kind is not None or step is None or step.call_id != call.interaction_id
+                or step.kind not in _FOLLOWERS):
+            step = None
     now = svc.clock()
     # After the last step the release checks the lease (and renews it if events came in);
     # the lease is only extended here while more steps follow.
     last = next_step(thread, now) is None
-    lease.answer_unsaved = bool(requests)
     with svc.connection_transaction() as s:
-        # The step's result is kept even if the lease was lost: the request was made.
-        held = repo.save_step(s, thread, call, sorted(changed), requests, now=now,
-                              error_kind=error_kind, request_id=request_id,
-                              holder=None if last else lease.claim, lease_until=now + svc.lease,
-                              top_level_changed=top_level != (thread.top_level_id,
-                                                              thread.top_level_call_id))
+        # The steps' results are kept even if the lease was lost: the requests were made.
+        held = repo.save_step(
+            s, thread, call, sorted(outcomes), requests, now=now,
+            errors={leg: (o.error_kind, o.request_id) for leg, o in outcomes.items()},
+            holder=None if last else lease.claim, lease_until=now + svc.lease,
+            top_level_changed=top_level != (thread.top_level_id, thread.top_level_call_id))
         held = held and _release_if_idle(svc, s, lease)
     lease.answer_unsaved = False
-    return held
+    return held, count
+
+
+def _attempt(svc: Services, lease: _Lease, call: CallState, step: Step,
+             record: Recorder) -> _StepOutcome:
+    """One step's request(s), its failure classified and recorded on the leg in memory."""
+    leg = call.legs[step.leg]
+    bound = log.bind(interaction_id=call.interaction_id, thread=lease.thread.key, leg=step.leg,
+                     step=step.kind.value)
+    try:
+        changed = _perform(svc, lease.thread, call, step, lease.claim.took_over, record)
+    except RemoteError as exc:
+        _record_failure(svc, leg, exc)
+        _count_failure(step.leg, leg.state, exc.kind.value)
+        bound.warning("step failed", error_kind=exc.kind.value, error=leg.error,
+                      attempts=leg.attempts, next_attempt_at=leg.next_attempt_at)
+        return _StepOutcome({step.leg}, exc.kind.value, exc.request_id)
+    except PayloadError as exc:
+        leg.attempts += 1
+        leg.state, leg.error = LegState.FAILED, svc.scrub(str(exc))
+        _count_failure(step.leg, leg.state, ErrorKind.PERMANENT.value)
+        bound.warning("step failed", error_kind=ErrorKind.PERMANENT.value, error=leg.error)
+        return _StepOutcome({step.leg}, ErrorKind.PERMANENT.value)
+    bound.info("step done", remote_id=leg.remote_id)
+    metrics.STEPS.labels(step.leg, "done").inc()
+    return _StepOutcome(changed)
 
 
 def _count_failure(leg_name: str, state: LegState, kind: str) -> None:

@@ -338,3 +338,30 @@ def test_every_transaction_writes_the_thread_before_its_calls(make_services, sim
             assert thread is not None and thread < call, statements
     assert checked >= 9   # every event's journal, and every drive's last step
     assert_one_record_per_call(simulators, ["order", "order-c1", "order-c2"])
+
+
+def test_a_batch_of_steps_cut_short_is_recovered_without_a_duplicate(make_services, simulators,
+                                                                      monkeypatch):
+    """A call's end, phoneCall and Caliq steps are sent one after the other and committed
+    together: if that commit never happens, the heir ends the interaction again (a PATCH),
+    finds the phoneCall, and takes Caliq's duplicate answer as done: one record each."""
+    from sqlalchemy.exc import OperationalError
+
+    svc = make_services(lease_seconds=30)
+    new, in_process, stopped = call_events("batch")
+    handle_event(svc, new)
+    handle_event(svc, in_process)
+    save_step = repo.save_step
+
+    def refuse_once(*args, **kwargs):
+        monkeypatch.setattr(repo, "save_step", save_step)
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(repo, "save_step", refuse_once)
+    with pytest.raises(OperationalError):
+        handle_event(svc, stopped)
+    svc.clock = lambda: utcnow() + timedelta(seconds=31)
+    driven = drive_thread(svc, "batch")
+    assert driven.steps == 3
+    assert_one_record_per_call(simulators, ["batch"])
+    assert all(leg.state == "done" for leg in legs(svc).values())

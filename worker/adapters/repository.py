@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -338,11 +338,16 @@ def load_thread(session: Db, thread_key: str) -> ThreadState:
 
 def save_step(
     session: Db, thread: ThreadState, call: CallState, legs: Iterable[str],
-    requests: Sequence[RequestRecord], *, now: datetime, error_kind: str | None = None,
-    request_id: str | None = None, holder: Claim | None = None,
-    lease_until: datetime | None = None, top_level_changed: bool = True,
+    requests: Sequence[tuple[str, RequestRecord]], *, now: datetime,
+    error_kind: str | None = None,
+    errors: Mapping[str, tuple[str | None, str | None]] | None = None,
+    holder: Claim | None = None, lease_until: datetime | None = None,
+    top_level_changed: bool = True,
 ) -> bool:
-    """Commit what a step changed: the legs it moved, the thread's top-level, its requests.
+    """Commit what one or more steps of a call changed: the legs they moved, the thread's
+    top-level, their requests (each with the legs its step changed).
+
+    `errors` gives a leg's error kind and CRM request id; legs not in it get `error_kind`.
 
     With a `holder`, its lease is extended to `lease_until` in the same statement; returns
     False when the lease is someone else's now (the step's result is saved all the same).
@@ -352,11 +357,11 @@ def save_step(
     calls, the one lock order; a call locked first deadlocks with an event being journaled).
     """
     conn, sql = _run(session)
-    legs = list(legs)
     conn.execute(sql.upsert_leg, [
         {"interaction_id": call.interaction_id, "leg": name, "state": leg.state.value,
          "remote_id": leg.remote_id, "attempts": leg.attempts, "error": leg.error,
-         "error_kind": error_kind, "request_id": request_id,
+         "error_kind": (errors or {}).get(name, (error_kind, None))[0],
+         "request_id": (errors or {}).get(name, (None, None))[1],
          "next_attempt_at": leg.next_attempt_at, "updated_at": now}
         for name, leg in ((name, call.legs[name]) for name in legs)
     ])
@@ -370,10 +375,10 @@ def save_step(
         _save_sync(conn, sql, [call], now)
     if requests:
         conn.execute(sql.requests, [
-            {"at": now, "interaction_id": call.interaction_id, "leg": ",".join(legs),
+            {"at": now, "interaction_id": call.interaction_id, "leg": step_legs,
              "crm": r.crm, "method": r.method, "path": r.path[:500],
              "status_code": r.status_code, "duration_ms": r.duration_ms, "error": r.error}
-            for r in requests
+            for step_legs, r in requests
         ])
     return holder is None or owner == holder.owner
 
