@@ -129,9 +129,9 @@ class Received:
 
 def _journal_event(
     svc: Services, s: repo.Db, raw: Any, *, source: str, task_id: str | None
-) -> tuple[Received, repo.Claim | None]:
+) -> tuple[Received, repo.Claim | None, str]:
     """Journal the event (always); for a valid one record its call and thread, and claim the
-    thread unless another worker holds it."""
+    thread unless another worker holds it. Returns the payload as journaled, too."""
     structlog.contextvars.unbind_contextvars("interaction_id", "thread", "leg")
     payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
     try:
@@ -143,11 +143,12 @@ def _journal_event(
                           else f"event: not valid JSON ({exc.msg})")
         repo.journal_rejected(s, payload=payload, error=error, source=source,
                               task_id=task_id, interaction_id=call_id, now=svc.clock())
-        return Received("rejected", interaction_id=call_id, error=error), None
+        return Received("rejected", interaction_id=call_id, error=error), None, payload
     outcome, thread_key, claim = repo.accept_event(
         s, event, payload=payload, source=source, task_id=task_id, now=svc.clock(),
         owner=svc.new_owner(), lease=svc.lease)
-    return Received(outcome, thread_key, event.interaction_id, status=event.status.name), claim
+    received = Received(outcome, thread_key, event.interaction_id, status=event.status.name)
+    return received, claim, payload
 
 
 def _report_received(received: Received) -> None:
@@ -203,8 +204,15 @@ def _take_lease(svc: Services, s: repo.Db, thread_key: str) -> _Lease | None:
     return _read_claimed(svc, s, claim) if claim is not None else None
 
 
-def _read_claimed(svc: Services, s: repo.Db, claim: repo.Claim) -> _Lease:
-    lease = _Lease(claim, repo.load_thread(s, claim.thread_key), claim.version)
+def _read_claimed(svc: Services, s: repo.Db, claim: repo.Claim,
+                  journaled: tuple[str, str] | None = None) -> _Lease:
+    """Read the claimed thread, unless `journaled` (call id, payload) is its first event: a
+    thread at version 1 holds nothing else, so it is not read back."""
+    if journaled is not None and claim.version == 1:
+        thread = repo.first_event_thread(claim.thread_key, *journaled)
+    else:
+        thread = repo.load_thread(s, claim.thread_key)
+    lease = _Lease(claim, thread, claim.version)
     _release_if_idle(svc, s, lease)   # claimed in this transaction: cannot be lost
     return lease
 
@@ -505,8 +513,11 @@ def handle_event(
     """Receive one event and drive its thread: what a Celery task or `callsync sync` runs."""
     with svc.one_connection():
         with svc.connection_transaction() as s:
-            received, claim = _journal_event(svc, s, raw, source=source, task_id=task_id)
-            lease = _read_claimed(svc, s, claim) if claim is not None else None
+            received, claim, payload = _journal_event(svc, s, raw, source=source,
+                                                      task_id=task_id)
+            lease = None
+            if claim is not None and received.interaction_id is not None:
+                lease = _read_claimed(svc, s, claim, (received.interaction_id, payload))
         _report_received(received)
         if received.thread_key is None:
             return received, None

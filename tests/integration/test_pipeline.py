@@ -233,7 +233,7 @@ def test_an_event_costs_one_transaction_plus_one_per_batch_of_steps(make_service
     # journal + claim + read: 6 statements; a batch of steps: its legs, thread and requests
     # (3), but the last batch writes the thread only if its top-level changed, and the release
     # (1) rides with the last transaction; a call's state is saved where it changed
-    assert cost(new) == (2, 11, 1, 1)          # the interaction (the top-level: thread written)
+    assert cost(new) == (2, 9, 1, 1)           # a new thread, not read back: the top-level
     assert cost(in_process) == (1, 8, 1, 0)    # nothing to send: one transaction in all
     assert cost(stopped) == (2, 10, 1, 3)      # end, phoneCall and Caliq in one batch
     assert cost(stopped) == (1, 7, 1, 0)       # a duplicate: nothing changed, no state saved
@@ -265,3 +265,24 @@ def test_a_step_is_kept_when_the_lease_was_taken_over_meanwhile(make_services, s
         owner = s.scalar(select(repo.ThreadRow.lease_owner))
     assert (leg.leg, leg.state, leg.remote_id is not None) == ("oracle_interaction", "done", True)
     assert owner == "heir"
+
+
+def test_a_threads_first_event_stands_for_the_thread_without_reading_it_back(make_services):
+    """At version 1 a thread holds its first event and nothing else: the state built from that
+    event must be exactly what reading the thread back returns."""
+    import json
+    from datetime import timedelta
+
+    from worker.adapters import repository as repo
+    from worker.domain.events import validate_event
+    from worker.service import utcnow
+
+    svc = make_services()
+    new = call_events("first", thread_id="first-thread")[0]
+    payload = json.dumps(new)
+    with svc.connection_transaction() as s:
+        _, key, claim = repo.accept_event(
+            s, validate_event(new), payload=payload, source="test", task_id=None, now=utcnow(),
+            owner="me.1", lease=timedelta(seconds=30))
+        assert claim is not None and claim.version == 1
+        assert repo.first_event_thread(key, "first", payload) == repo.load_thread(s, key)

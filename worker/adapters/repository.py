@@ -336,6 +336,13 @@ def load_thread(session: Db, thread_key: str) -> ThreadState:
     return state
 
 
+def first_event_thread(thread_key: str, call_id: str, payload: str) -> ThreadState:
+    """What load_thread returns for a thread whose only event is `payload`, without reading it
+    back: a thread's first event (version 1) has no other call, no leg, no top-level yet."""
+    call = CallState(call_id, merge_events([json.loads(payload)]), stored_sync=CallSync.PENDING)
+    return ThreadState(key=thread_key, calls={call_id: call})
+
+
 def save_step(
     session: Db, thread: ThreadState, call: CallState, legs: Iterable[str],
     requests: Sequence[tuple[str, RequestRecord]], *, now: datetime,
