@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
@@ -72,6 +72,10 @@ class Services:
         pool share the process, and a claim tells its own lease by this name)."""
         return f"{self.owner}.{next(self._claims)}"
 
+    @property
+    def engine(self) -> Engine:
+        return self.sessions.kw["bind"]
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """An ORM session's transaction: for operators' queries and the sweep."""
@@ -87,7 +91,7 @@ class Services:
             with pinned.begin():
                 yield pinned
             return
-        with self.sessions.kw["bind"].connect() as connection, connection.begin():
+        with self.engine.connect() as connection, connection.begin():
             yield connection
 
     @contextmanager
@@ -100,7 +104,7 @@ class Services:
         if _PINNED.get() is not None:
             yield
             return
-        with self.sessions.kw["bind"].connect() as connection:
+        with self.engine.connect() as connection:
             token = _PINNED.set(connection)
             try:
                 yield
@@ -310,20 +314,20 @@ def _run_steps(svc: Services, lease: _Lease, first: Step) -> tuple[bool, int]:
         requests += [(label, record) for record in sent]
         outcomes.update(dict.fromkeys(outcome.changed, outcome))
         lease.answer_unsaved = bool(requests)
-        step = next_step(thread, svc.clock())
-        if (outcome.error_kind is not None or step is None or step.call_id != call.interaction_id
-                or step.kind not in _FOLLOWERS):
-            step = None
+        upcoming = next_step(thread, svc.clock())
+        follows = (outcome.error_kind is None and upcoming is not None
+                   and upcoming.call_id == call.interaction_id and upcoming.kind in _FOLLOWERS)
+        step = upcoming if follows else None
     now = svc.clock()
     # After the last step the release checks the lease (and renews it if events came in);
     # the lease is only extended here while more steps follow.
-    last = next_step(thread, now) is None
+    last = upcoming is None
     with svc.connection_transaction() as s:
         # The steps' results are kept even if the lease was lost: the requests were made.
         held = repo.save_step(
-            s, thread, call, sorted(outcomes), requests, now=now,
-            errors={leg: (o.error_kind, o.request_id) for leg, o in outcomes.items()},
-            holder=None if last else lease.claim, lease_until=now + svc.lease,
+            s, thread, call, {leg: (o.error_kind, o.request_id) for leg, o in outcomes.items()},
+            requests, now=now, holder=None if last else lease.claim,
+            lease_until=now + svc.lease,
             top_level_changed=top_level != (thread.top_level_id, thread.top_level_call_id))
         held = held and _release_if_idle(svc, s, lease)
     lease.answer_unsaved = False
@@ -502,7 +506,8 @@ def quarantine(svc: Services, raw: Any, *, thread_key: str | None, reason: str) 
                 leg = call.legs[name]
                 leg.state, leg.error, leg.next_attempt_at = LegState.FAILED, reason, None
             if open_legs:
-                repo.save_step(s, thread, call, open_legs, [], now=now, error_kind="poison")
+                repo.save_step(s, thread, call, dict.fromkeys(open_legs, ("poison", None)), [],
+                               now=now)
                 _count_failure(open_legs[0], LegState.FAILED, "poison")
     log.error("message quarantined", interaction_id=call_id, thread=thread_key, error=reason)
 

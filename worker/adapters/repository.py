@@ -344,17 +344,15 @@ def first_event_thread(thread_key: str, call_id: str, payload: str) -> ThreadSta
 
 
 def save_step(
-    session: Db, thread: ThreadState, call: CallState, legs: Iterable[str],
+    session: Db, thread: ThreadState, call: CallState,
+    legs: Mapping[str, tuple[str | None, str | None]],
     requests: Sequence[tuple[str, RequestRecord]], *, now: datetime,
-    error_kind: str | None = None,
-    errors: Mapping[str, tuple[str | None, str | None]] | None = None,
     holder: Claim | None = None, lease_until: datetime | None = None,
     top_level_changed: bool = True,
 ) -> bool:
-    """Commit what one or more steps of a call changed: the legs they moved, the thread's
-    top-level, their requests (each with the legs its step changed).
-
-    `errors` gives a leg's error kind and CRM request id; legs not in it get `error_kind`.
+    """Commit what one or more steps of a call changed: the legs they moved (each with its
+    error class and CRM request id, None when it went well), the thread's top-level, their
+    requests (each with the legs its step changed).
 
     With a `holder`, its lease is extended to `lease_until` in the same statement; returns
     False when the lease is someone else's now (the step's result is saved all the same).
@@ -367,10 +365,10 @@ def save_step(
     conn.execute(sql.upsert_leg, [
         {"interaction_id": call.interaction_id, "leg": name, "state": leg.state.value,
          "remote_id": leg.remote_id, "attempts": leg.attempts, "error": leg.error,
-         "error_kind": (errors or {}).get(name, (error_kind, None))[0],
-         "request_id": (errors or {}).get(name, (None, None))[1],
+         "error_kind": error_kind, "request_id": request_id,
          "next_attempt_at": leg.next_attempt_at, "updated_at": now}
-        for name, leg in ((name, call.legs[name]) for name in legs)
+        for name, (error_kind, request_id) in sorted(legs.items())
+        for leg in (call.legs[name],)
     ])
     owner = None
     if holder is not None or top_level_changed:
