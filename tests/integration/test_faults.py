@@ -5,6 +5,7 @@ Time is moved forward instead of slept through: the service's clock is the one s
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from tests.factories import call_events, thread_events
 from worker.adapters import repository as repo
 from worker.adapters.models import LegRow
+from worker.domain.events import validate_event
 from worker.sandbox.admin import SimulatorAdmin
 from worker.service import drive_thread, handle_event, utcnow
 
@@ -206,6 +208,28 @@ def test_an_expired_lease_is_taken_over_once(make_services, simulators):
         takeover = repo.claim_thread(s, "lease", "heir", later, timedelta(seconds=30))
         assert takeover is not None and takeover.took_over
         assert repo.claim_thread(s, "lease", "late", later, timedelta(seconds=30)) is None
+
+
+def test_an_event_takes_over_an_expired_lease_and_looks_up_before_creating(make_services,
+                                                                          simulators):
+    """The claim that rides with an event's version bump: a live lease is left alone, an
+    expired one is taken over, and the heir looks the interaction up (the dead holder may have
+    created it) instead of creating a second one."""
+    svc = make_services()
+    new, in_process, _ = call_events("heir")
+    now = utcnow()
+    with svc.connection_transaction() as s:   # a holder that never comes back
+        assert repo.accept_event(s, validate_event(new), payload=json.dumps(new), source="test",
+                                 task_id=None, now=now, owner="dead.1",
+                                 lease=timedelta(seconds=30))[2] is not None
+    _, driven = handle_event(svc, in_process)
+    assert driven.busy                            # live: left to its holder
+    svc.clock = lambda: utcnow() + timedelta(seconds=31)
+    _, driven = handle_event(svc, in_process)     # expired: taken over
+    assert driven.steps == 1 and not driven.busy
+    oracle = SimulatorAdmin(simulators.oracle_url)
+    assert [i["MediaItemId"] for i in oracle.state()["interactions"]] == ["heir"]
+    assert [r["method"] for r in oracle.requests_log()] == ["GET", "POST"]
 
 
 def test_an_event_during_a_run_is_not_dropped(make_services, simulators):
