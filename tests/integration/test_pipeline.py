@@ -230,13 +230,14 @@ def test_an_event_costs_one_transaction_plus_one_per_batch_of_steps(make_service
         _, driven = handle_event(svc, raw)
         return len(commits), len(statements), len(checkouts), driven.steps
 
-    # journal + claim + read: 6 statements; a batch of steps: its legs, thread and requests
-    # (3), but the last batch writes the thread only if its top-level changed, and the release
-    # (1) rides with the last transaction; a call's state is saved where it changed
-    assert cost(new) == (2, 9, 1, 1)           # a new thread, not read back: the top-level
-    assert cost(in_process) == (1, 8, 1, 0)    # nothing to send: one transaction in all
-    assert cost(stopped) == (2, 10, 1, 3)      # end, phoneCall and Caliq in one batch
-    assert cost(stopped) == (1, 7, 1, 0)       # a duplicate: nothing changed, no state saved
+    # journal (thread + claim, call, journal: 3) and read (2) statements; a batch of steps: its
+    # legs, thread and requests (3), but the last batch writes the thread only if its top-level
+    # changed, and the release (1) rides with the last transaction; a call's state is saved
+    # where it changed
+    assert cost(new) == (2, 8, 1, 1)           # a new thread, not read back: the top-level
+    assert cost(in_process) == (1, 7, 1, 0)    # nothing to send: one transaction in all
+    assert cost(stopped) == (2, 9, 1, 3)       # end, phoneCall and Caliq in one batch
+    assert cost(stopped) == (1, 6, 1, 0)       # a duplicate: nothing changed, no state saved
 
 
 def test_a_step_is_kept_when_the_lease_was_taken_over_meanwhile(make_services, simulators):
@@ -286,3 +287,17 @@ def test_a_threads_first_event_stands_for_the_thread_without_reading_it_back(mak
             owner="me.1", lease=timedelta(seconds=30))
         assert claim is not None and claim.version == 1
         assert repo.first_event_thread(key, "first", payload) == repo.load_thread(s, key)
+
+
+def test_a_call_stays_in_the_thread_it_joined_first(make_services, simulators):
+    """The thread is chosen in the statement that bumps it: a known call's own thread, not the
+    one a later event names."""
+    from worker.adapters.models import ThreadRow
+
+    svc = make_services()
+    new, in_process, _ = call_events("moving", thread_id="thread-a")
+    assert handle_event(svc, new)[0].thread_key == "thread-a"
+    received, _ = handle_event(svc, {**in_process, "thread_id": "thread-b"})
+    assert (received.outcome, received.thread_key) == ("accepted", "thread-a")
+    with svc.transaction() as s:
+        assert list(s.scalars(select(ThreadRow.thread_key))) == ["thread-a"]

@@ -69,18 +69,14 @@ class _Statements:
         p = bindparam
         self.call_of = select(calls_t.c.thread_key, calls_t.c.status).where(
             calls_t.c.interaction_id == p("call"))
-        # A journaled event always has its call row, so an unknown call has seen nothing.
-        seen = select(journal_t.c.id).where(
-            journal_t.c.interaction_id == p("call"), journal_t.c.fingerprint == p("fingerprint")
-        ).exists()
-        self.call_and_seen = select(calls_t.c.thread_key, calls_t.c.status,
-                                    seen.label("seen")).where(
-            calls_t.c.interaction_id == p("call"))
         # Every event moves its thread's version (whoever holds the lease looks again) and takes
-        # the lease if it is free, in one statement; the SET clause sees the row as it was.
+        # the lease if it is free, in one statement; the SET clause sees the row as it was. The
+        # thread a call joined first is its thread for good, whatever later events say.
+        joined = select(calls_t.c.thread_key).where(
+            calls_t.c.interaction_id == p("call")).scalar_subquery()
         new_thread = insert(threads_t).values(
-            thread_key=p("thread"), version=1, created_at=p("now"), updated_at=p("now"),
-            lease_owner=p("owner"), lease_expires_at=p("expires"))
+            thread_key=func.coalesce(joined, p("thread")), version=1, created_at=p("now"),
+            updated_at=p("now"), lease_owner=p("owner"), lease_expires_at=p("expires"))
         was_free = threads_t.c.lease_owner.is_(None)
         self.bump_and_claim = new_thread.on_conflict_do_update(
             index_elements=[threads_t.c.thread_key],
@@ -92,7 +88,8 @@ class _Statements:
                 "lease_expires_at": case((was_free, new_thread.excluded.lease_expires_at),
                                          else_=threads_t.c.lease_expires_at),
             },
-        ).returning(threads_t.c.version, threads_t.c.lease_owner, threads_t.c.lease_expires_at)
+        ).returning(threads_t.c.thread_key, threads_t.c.version, threads_t.c.lease_owner,
+                    threads_t.c.lease_expires_at)
         new_call = insert(calls_t).values(
             interaction_id=p("call"), thread_key=p("thread"), status=p("new_status"),
             sync_state=CallSync.PENDING.value, created_at=p("now"), updated_at=p("now"))
@@ -108,6 +105,20 @@ class _Statements:
             },
         )
         self.journal = insert(journal_t)
+        # An event's outcome is decided as it is journaled, after its thread's row is locked
+        # and its call upserted: a duplicate racing it has committed by then and is seen.
+        seen = select(journal_t.c.id).where(
+            journal_t.c.interaction_id == p("call"), journal_t.c.fingerprint == p("fingerprint")
+        ).exists()
+        stored_status = select(calls_t.c.status).where(
+            calls_t.c.interaction_id == p("call")).scalar_subquery()   # the furthest so far
+        self.journal_event = insert(journal_t).values(
+            received_at=p("now"), source=p("from"), task_id=p("task"), interaction_id=p("call"),
+            thread_key=p("event_thread"), status=p("new_status"), fingerprint=p("fingerprint"),
+            payload=p("body"), error=None,
+            outcome=case((seen, "duplicate"), (stored_status > p("new_status"), "stale"),
+                         else_="accepted"),
+        ).returning(journal_t.c.outcome)
         lease_free = threads_t.c.lease_owner.is_(None)
         lease_expired = and_(threads_t.c.lease_owner.is_not(None),
                              threads_t.c.lease_expires_at < p("now"))
@@ -222,22 +233,19 @@ def accept_event(
     """
     conn, sql = _run(session)
     call_id, status = event.interaction_id, int(event.status)
-    fingerprint = event.fingerprint()
-    known = conn.execute(sql.call_and_seen, {"call": call_id, "fingerprint": fingerprint}).first()
-    # The thread a call joined first is its thread for good, whatever later events say.
-    thread_key = known.thread_key if known is not None else event.thread_key
     # Locks in one order everywhere (threads, then calls), or PostgreSQL finds deadlocks.
-    params = {"thread": thread_key, "owner": owner, "now": now, "expires": now + lease}
-    thread = conn.execute(sql.bump_and_claim, params).one()
+    thread = conn.execute(sql.bump_and_claim, {
+        "call": call_id, "thread": event.thread_key, "owner": owner, "now": now,
+        "expires": now + lease}).one()
+    thread_key = thread.thread_key
     conn.execute(sql.upsert_call, {"call": call_id, "thread": thread_key, "new_status": status,
                                    "now": now})
-    outcome = ("duplicate" if known is not None and known.seen
-               else "stale" if known is not None and known.status > status else "accepted")
-    conn.execute(sql.journal, {
-        "received_at": now, "source": source, "task_id": task_id, "interaction_id": call_id,
-        "thread_key": event.thread_key, "status": status, "fingerprint": fingerprint,
-        "payload": payload, "outcome": outcome, "error": None,
-    })
+    outcome = conn.execute(sql.journal_event, {
+        "now": now, "from": source, "task": task_id, "call": call_id,
+        "event_thread": event.thread_key, "new_status": status,
+        "fingerprint": event.fingerprint(), "body": payload,
+    }).scalar_one()
+    params = {"thread": thread_key, "owner": owner, "now": now, "expires": now + lease}
     if thread.lease_owner == owner:
         return outcome, thread_key, Claim(thread_key, owner, int(thread.version), took_over=False)
     if thread.lease_expires_at is not None and thread.lease_expires_at < now:
