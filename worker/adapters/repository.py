@@ -29,7 +29,7 @@ from worker.adapters.models import (
     RequestRow,
     ThreadRow,
 )
-from worker.domain.events import PhoneCallEvent, merge_events
+from worker.domain.events import PhoneCallEvent, Status, merge_events
 from worker.domain.plan import LEGS, CallState, CallSync, Leg, LegState, ThreadState
 
 
@@ -94,13 +94,16 @@ class _Statements:
             interaction_id=p("call"), thread_key=p("thread"), status=p("new_status"),
             sync_state=CallSync.PENDING.value, created_at=p("now"), updated_at=p("now"))
         moved = calls_t.c.status < new_call.excluded.status
-        # A call that moved forward has work again, whoever ends up doing it: the sweep finds
-        # it by this state if the worker holding its thread dies first.
+        # A call that reaches STOPPED has work again (its end, phoneCall and Caliq legs; an
+        # earlier status needs only the interaction it already has), whoever ends up doing it:
+        # the sweep finds it by this state if the worker holding its thread dies first.
+        gains_work = and_(moved, new_call.excluded.status == int(Status.STOPPED))
         self.upsert_call = new_call.on_conflict_do_update(
             index_elements=[calls_t.c.interaction_id],
             set_={
                 "status": case((moved, new_call.excluded.status), else_=calls_t.c.status),
-                "sync_state": case((moved, CallSync.PENDING.value), else_=calls_t.c.sync_state),
+                "sync_state": case((gains_work, CallSync.PENDING.value),
+                                   else_=calls_t.c.sync_state),
                 "updated_at": new_call.excluded.updated_at,
             },
         )
