@@ -210,9 +210,9 @@ def _take_lease(svc: Services, s: repo.Db, thread_key: str) -> _Lease | None:
 
 def _read_claimed(svc: Services, s: repo.Db, claim: repo.Claim,
                   journaled: tuple[str, str] | None = None) -> _Lease:
-    """Read the claimed thread, unless `journaled` (call id, payload) is its first event: a
-    thread at version 1 holds nothing else, so it is not read back."""
-    if journaled is not None and claim.version == 1:
+    """Read the claimed thread, unless `journaled` (call id, payload) is all it holds: the
+    event that created it (a fresh claim) is not read back."""
+    if journaled is not None and claim.fresh:
         thread = repo.first_event_thread(claim.thread_key, *journaled)
     else:
         thread = repo.load_thread(s, claim.thread_key)

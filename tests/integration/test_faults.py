@@ -389,3 +389,41 @@ def test_a_batch_of_steps_cut_short_is_recovered_without_a_duplicate(make_servic
     assert driven.steps == 3
     assert_one_record_per_call(simulators, ["batch"])
     assert all(leg.state == "done" for leg in legs(svc).values())
+
+
+def test_a_call_first_seen_twice_at_once_under_two_threads_is_read_back(make_services,
+                                                                         database_url):
+    """Two first events of one call, naming different threads, race: the loser bumped (and
+    created) the other thread before the winner's call row committed. Its thread is not the
+    call's, so it must not be taken as holding the event: it is read back, and is empty."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one writer at a time: the two cannot interleave")
+    svc = make_services()
+    first, second = call_events("twice", thread_id="thread-x")[0], \
+        call_events("twice", thread_id="thread-y")[0]
+
+    def accept(conn, raw, owner):
+        return repo.accept_event(conn, validate_event(raw), payload=json.dumps(raw),
+                                 source="test", task_id=None, now=utcnow(), owner=owner,
+                                 lease=timedelta(seconds=30))
+
+    results: list[tuple] = []
+    with svc.engine.connect() as winner:
+        tx = winner.begin()
+        accept(winner, first, "winner.1")             # the call row written, not committed
+
+        def loser() -> None:
+            with svc.connection_transaction() as conn:
+                results.append(accept(conn, second, "loser.1"))   # waits on the call row
+
+        racer = threading.Thread(target=loser)
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive()                        # blocked behind the winner
+        tx.commit()
+    racer.join(10)
+    _, thread_key, claim = results[0]
+    assert (thread_key, claim.version, claim.fresh) == ("thread-y", 1, False)
+    with svc.connection_transaction() as conn:
+        assert repo.load_thread(conn, "thread-y").calls == {}
+        assert list(repo.load_thread(conn, "thread-x").calls) == ["twice"]

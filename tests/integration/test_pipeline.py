@@ -285,7 +285,7 @@ def test_a_threads_first_event_stands_for_the_thread_without_reading_it_back(mak
         _, key, claim = repo.accept_event(
             s, validate_event(new), payload=payload, source="test", task_id=None, now=utcnow(),
             owner="me.1", lease=timedelta(seconds=30))
-        assert claim is not None and claim.version == 1
+        assert claim is not None and claim.version == 1 and claim.fresh
         assert repo.first_event_thread(key, "first", payload) == repo.load_thread(s, key)
 
 

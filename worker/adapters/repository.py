@@ -51,6 +51,9 @@ class Claim:
     owner: str
     version: int
     took_over: bool   # the previous holder never released: an answer may have been lost
+    # This claim's own event created the thread and its call is in it: the event is all the
+    # thread holds, so there is nothing to read back.
+    fresh: bool = False
 
 
 # The hot path runs the same dozen statements for every event. They are built once per dialect
@@ -106,7 +109,7 @@ class _Statements:
                                    else_=calls_t.c.sync_state),
                 "updated_at": new_call.excluded.updated_at,
             },
-        )
+        ).returning(calls_t.c.thread_key)
         self.journal = insert(journal_t)
         # An event's outcome is decided as it is journaled, after its thread's row is locked
         # and its call upserted: a duplicate racing it has committed by then and is seen.
@@ -241,8 +244,10 @@ def accept_event(
         "call": call_id, "thread": event.thread_key, "owner": owner, "now": now,
         "expires": now + lease}).one()
     thread_key = thread.thread_key
-    conn.execute(sql.upsert_call, {"call": call_id, "thread": thread_key, "new_status": status,
-                                   "now": now})
+    # The call's thread, which differs from the one just bumped only when another worker's
+    # first event of the same call, naming another thread, committed in between.
+    call_thread = conn.execute(sql.upsert_call, {
+        "call": call_id, "thread": thread_key, "new_status": status, "now": now}).scalar_one()
     outcome = conn.execute(sql.journal_event, {
         "now": now, "from": source, "task": task_id, "call": call_id,
         "event_thread": event.thread_key, "new_status": status,
@@ -250,7 +255,9 @@ def accept_event(
     }).scalar_one()
     params = {"thread": thread_key, "owner": owner, "now": now, "expires": now + lease}
     if thread.lease_owner == owner:
-        return outcome, thread_key, Claim(thread_key, owner, int(thread.version), took_over=False)
+        fresh = thread.version == 1 and call_thread == thread_key
+        return outcome, thread_key, Claim(thread_key, owner, int(thread.version),
+                                          took_over=False, fresh=fresh)
     if thread.lease_expires_at is not None and thread.lease_expires_at < now:
         return outcome, thread_key, _take_over(conn, sql, params)
     return outcome, thread_key, None
@@ -349,7 +356,7 @@ def load_thread(session: Db, thread_key: str) -> ThreadState:
 
 def first_event_thread(thread_key: str, call_id: str, payload: str) -> ThreadState:
     """What load_thread returns for a thread whose only event is `payload`, without reading it
-    back: a thread's first event (version 1) has no other call, no leg, no top-level yet."""
+    back: a fresh claim's thread (see Claim.fresh) has no other call, leg or top-level yet."""
     call = CallState(call_id, merge_events([json.loads(payload)]), stored_sync=CallSync.PENDING)
     return ThreadState(key=thread_key, calls={call_id: call})
 
