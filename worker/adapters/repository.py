@@ -80,15 +80,15 @@ class _Statements:
         new_thread = insert(threads_t).values(
             thread_key=func.coalesce(joined, p("thread")), version=1, created_at=p("now"),
             updated_at=p("now"), lease_owner=p("owner"), lease_expires_at=p("expires"))
-        was_free = threads_t.c.lease_owner.is_(None)
+        lease_free = threads_t.c.lease_owner.is_(None)
         self.bump_and_claim = new_thread.on_conflict_do_update(
             index_elements=[threads_t.c.thread_key],
             set_={
                 "version": threads_t.c.version + 1,
                 "updated_at": new_thread.excluded.updated_at,
-                "lease_owner": case((was_free, new_thread.excluded.lease_owner),
+                "lease_owner": case((lease_free, new_thread.excluded.lease_owner),
                                     else_=threads_t.c.lease_owner),
-                "lease_expires_at": case((was_free, new_thread.excluded.lease_expires_at),
+                "lease_expires_at": case((lease_free, new_thread.excluded.lease_expires_at),
                                          else_=threads_t.c.lease_expires_at),
             },
         ).returning(threads_t.c.thread_key, threads_t.c.version, threads_t.c.lease_owner,
@@ -125,7 +125,6 @@ class _Statements:
             outcome=case((seen, "duplicate"), (stored_status > p("new_status"), "stale"),
                          else_="accepted"),
         ).returning(journal_t.c.outcome)
-        lease_free = threads_t.c.lease_owner.is_(None)
         lease_expired = and_(threads_t.c.lease_owner.is_not(None),
                              threads_t.c.lease_expires_at < p("now"))
         def claim_when(condition: Any) -> Any:
@@ -415,15 +414,16 @@ def save_sync_states(session: Db, thread: ThreadState, now: datetime) -> None:
 def _save_sync(conn: Connection, sql: _Statements, calls: Iterable[CallState],
                now: datetime) -> None:
     """UPDATE only the calls whose state differs from what was read (the WHERE re-checks)."""
-    changed = [call for call in calls if call.sync_state() is not call.stored_sync]
+    changed = [(call, state) for call in calls
+               if (state := call.sync_state()) is not call.stored_sync]
     if not changed:
         return
     conn.execute(sql.save_sync, [
-        {"call": call.interaction_id, "sync": call.sync_state().value, "now": now}
-        for call in changed
+        {"call": call.interaction_id, "sync": state.value, "now": now}
+        for call, state in changed
     ])
-    for call in changed:
-        call.stored_sync = call.sync_state()
+    for call, state in changed:
+        call.stored_sync = state
 
 
 # --- poison messages ------------------------------------------------------------------------
