@@ -36,7 +36,7 @@ from worker.bench_env import (
     Sampler,
     SimulatorProcess,
     WorkerFleet,
-    flush_broker,
+    claim_broker,
     fresh_database,
 )
 from worker.bench_plan import Plan, plan_events
@@ -67,8 +67,8 @@ class BenchConfig:
 def run_bench(config: BenchConfig, say: Say = lambda _: None) -> dict[str, Any]:
     """Run the whole benchmark; the report, or BenchError when it could not run or is wrong."""
     plan = plan_events(config.calls, f"bench-{uuid.uuid4().hex[:6]}", order=config.order)
-    flush_broker(config.broker_url)
     with ExitStack() as stack:
+        stack.enter_context(claim_broker(config.broker_url))
         database_url = stack.enter_context(fresh_database(config.database_url))
         sims = SimulatorProcess(config.latency_ms).start()
         stack.callback(sims.stop)
@@ -80,7 +80,11 @@ def run_bench(config: BenchConfig, say: Say = lambda _: None) -> dict[str, Any]:
             f"concurrency={config.concurrency} database={_backend(database_url)}")
         publisher = Celery(broker=config.broker_url)
         stack.callback(publisher.close)
+        # Celery's close() forgets its pool without closing it: close its broker connections here,
+        # so that the run leaves no client on the database it claimed.
+        stack.callback(publisher.pool.force_close_all)
         watch = BrokerWatch(config.broker_url)
+        stack.callback(watch.client.close)
         noop = measure_noop(publisher, watch, len(plan.events), say) if config.noop else None
         engine = create_engine(database_url)
         stack.callback(engine.dispose)

@@ -1,5 +1,5 @@
-"""The benchmark's isolated world: a flushed broker database, a fresh database, the simulators in
-a process of their own, real `celery worker` processes, and an RSS sampler.
+"""The benchmark's isolated world: a claimed and flushed broker database, a fresh database, the
+simulators in a process of their own, real `celery worker` processes, and an RSS sampler.
 
 Nothing here touches production data: the broker is a Redis database of the benchmark's own
 (flushed first), the database is a temporary SQLite file or a PostgreSQL database created for
@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,13 +59,53 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def flush_broker(url: str) -> None:
-    """Empty the benchmark's own broker database; refuse one that is not clearly its own."""
+# The run's claim on its broker database: taken and flushed in one atomic script, so that of two
+# runs started together exactly one gets the database (a check of connected clients alone let
+# both through: each can look before the other connects). Kept alive while the run lasts, so a
+# run that died frees the database within CLAIM_TTL_MS.
+CLAIM_KEY = "callsync-bench:claim"
+CLAIM_TTL_MS = 60_000
+_CLAIM_AND_FLUSH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('FLUSHDB')
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_EXTEND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+@contextmanager
+def claim_broker(url: str) -> Iterator[None]:
+    """Hold the benchmark's own broker database for the run, emptied first; refuse one that is
+    not clearly its own: another run's claim on it, or other clients connected to it."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss") or not parts.path.strip("/").isdigit():
         raise BenchError(f"--broker-url {url!r}: name a Redis database of the benchmark's own "
                          "(e.g. redis://127.0.0.1:6379/12); it is flushed first")
     db = int(parts.path.strip("/"))
+    token = uuid.uuid4().hex
+    _claim(url, db, token)
+    stop = threading.Event()
+    keeper = threading.Thread(target=_keep_claim, args=(url, token, stop), daemon=True,
+                              name="broker-claim")
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
+        with suppress(redis.RedisError):  # if it cannot be released, it expires
+            _run_script(url, _RELEASE, token)
+
+
+def _claim(url: str, db: int, token: str) -> None:
     client = redis.Redis.from_url(url)
     try:
         me = client.client_id()
@@ -74,13 +114,35 @@ def flush_broker(url: str) -> None:
             return [c for c in client.client_list() if int(c.get("db", -1)) == db
                     and int(c["id"]) != me]
 
+        if client.exists(CLAIM_KEY):
+            raise BenchError(f"Redis database {db} is in use by another benchmark run: give "
+                             "this one a free database with --broker-url")
         # A run that just ended may still be closing its connections: give them a moment.
         if not wait_until(lambda: not others(), 15, interval=0.5):
             raise BenchError(f"Redis database {db} is in use ({len(others())} other clients "
                              "connected): give the benchmark a free one with --broker-url")
-        client.flushdb()
+        if not client.eval(_CLAIM_AND_FLUSH, 1, CLAIM_KEY, token, CLAIM_TTL_MS):
+            raise BenchError(f"Redis database {db} is in use by another benchmark run that "
+                             "started at the same moment: give this one a free database with "
+                             "--broker-url")
     except redis.RedisError as exc:
         raise BenchError(f"broker {url}: {exc}") from None
+    finally:
+        client.close()
+
+
+def _keep_claim(url: str, token: str, stop: threading.Event) -> None:
+    # A connection per renewal, closed at once: a held connection would look, to the client
+    # check above, like a stranger using the database.
+    while not stop.wait(CLAIM_TTL_MS / 4000):
+        with suppress(redis.RedisError):  # the broker is down: the run's watch reports that
+            _run_script(url, _EXTEND, token, CLAIM_TTL_MS)
+
+
+def _run_script(url: str, script: str, *args: object) -> object:
+    client = redis.Redis.from_url(url)
+    try:
+        return client.eval(script, 1, CLAIM_KEY, *args)
     finally:
         client.close()
 

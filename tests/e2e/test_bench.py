@@ -13,6 +13,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from worker.bench_env import _CLAIM_AND_FLUSH, CLAIM_KEY, claim_broker
 from worker.cli import cli
 
 pytestmark = pytest.mark.redis
@@ -54,6 +55,15 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     assert report["settings"]["database"] == "sqlite"
     assert report["rates"]["oracle"]["limit_per_second"] == 500
     assert report["p50_seconds"] <= report["p99_seconds"]
+    # The run closed every connection it opened on the database it claimed, and released it.
+    client = redis.Redis.from_url(bench_broker)
+    try:
+        me = client.client_id()
+        db = int(bench_broker.rsplit("/", 1)[1])
+        assert [c for c in client.client_list() if int(c["db"]) == db and int(c["id"]) != me] == []
+        assert client.exists(CLAIM_KEY) == 0
+    finally:
+        client.close()
 
 
 def test_a_broker_database_in_use_is_refused_before_anything_is_flushed(bench_broker: str
@@ -68,3 +78,37 @@ def test_a_broker_database_in_use_is_refused_before_anything_is_flushed(bench_br
     finally:
         other.delete("someone-elses-key")
         other.close()
+
+
+def test_a_broker_database_claimed_by_another_run_is_refused_and_left_alone(bench_broker: str
+                                                                            ) -> None:
+    # The race a client check alone misses: the first run has claimed and flushed the database
+    # but none of its connections is open at the moment the second run looks.
+    with claim_broker(bench_broker):
+        client = redis.Redis.from_url(bench_broker)
+        client.set("first-runs-message", "1")
+        try:
+            result = CliRunner().invoke(cli, ["bench", "--calls", "1",
+                                              "--broker-url", bench_broker])
+            assert result.exit_code == 1
+            assert "another benchmark run" in result.output
+            assert client.get("first-runs-message") == b"1"
+        finally:
+            client.close()
+    # Released at the end of the run: the next one may claim it.
+    with claim_broker(bench_broker):
+        assert redis.Redis.from_url(bench_broker).get("first-runs-message") is None
+
+
+def test_of_two_runs_claiming_one_broker_database_at_once_exactly_one_wins(bench_broker: str
+                                                                           ) -> None:
+    # Both have passed the client check; the claim itself must still let only one through.
+    tokens = ["a", "b"]
+    client = redis.Redis.from_url(bench_broker)
+    try:
+        won = [client.eval(_CLAIM_AND_FLUSH, 1, CLAIM_KEY, t, 5000) for t in tokens]
+        assert won == [1, 0]
+        assert client.get(CLAIM_KEY) == b"a"
+    finally:
+        client.delete(CLAIM_KEY)
+        client.close()
