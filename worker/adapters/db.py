@@ -3,20 +3,22 @@
 SQLite has one writer: every transaction here begins with BEGIN IMMEDIATE, so two workers on one
 file queue for the write lock instead of failing with "database is locked" halfway through a
 read-then-write. They queue on an OS file lock next to the database (see WriterLockedConnection);
-SQLite's busy timeout stays as the bound for any other writer. PostgreSQL gets a pre-pinged pool
-so a restarted server costs a reconnect, not an error.
+SQLite's busy timeout stays as the bound for any other writer. PostgreSQL's pool pings a
+connection that has been idle a while before handing it out, so a server restarted while the
+worker was quiet costs a reconnect, not an error (see _ping_when_idle).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, exc, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +29,7 @@ except ImportError:  # not on Windows: there SQLite's own busy handler does the 
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PING_AFTER_IDLE_SECONDS = 5.0
 
 
 def is_sqlite(url: str) -> bool:
@@ -97,7 +100,34 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         )
         _serialise_sqlite_writers(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=0)
+    _ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection before use only when it sat idle for `idle_seconds` or more.
+
+    A ping on every checkout (pool_pre_ping) was one round trip in twelve of an event, though
+    a connection checked in a moment ago is nearly always alive. One that dies in that moment
+    (the server restarted) fails its next task with a database error; the task is retried, as
+    for any database error, and the pool is renewed when the error shows a disconnect. A dead
+    connection found by the ping is replaced at once (DisconnectionError: the pool tries a new
+    one, up to three times).
+    """
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection, record):  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy):  # type: ignore[no-untyped-def]
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return   # a new connection, or one in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection is dead: {error}") from error
 
 
 def _serialise_sqlite_writers(engine: Engine) -> None:
