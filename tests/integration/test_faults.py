@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +16,7 @@ from tests.factories import call_events, thread_events
 from worker.adapters import repository as repo
 from worker.adapters.models import LegRow
 from worker.domain.events import validate_event
+from worker.domain.plan import LegState
 from worker.sandbox.admin import SimulatorAdmin
 from worker.service import drive_thread, handle_event, utcnow
 
@@ -144,6 +145,26 @@ def test_auth_errors_park_the_leg(make_services, simulators, status):
     settle(svc, ["a1"], rounds=3)
     row = legs(svc)[("a1", "caliq")]
     assert (row.state, row.error_kind, row.attempts) == ("parked", "auth", 1)
+
+
+def test_a_thread_read_back_holds_each_leg_as_stored(make_services, simulators):
+    """Events and legs come back in one read; a leg's columns keep their types (SQLite holds
+    datetimes as text)."""
+    SimulatorAdmin(simulators.oracle_url).set_faults([{
+        "method": "POST", "path": r"/interactions$", "action": "503", "times": 1,
+        "retry_after": 7200,
+    }])
+    svc = make_services()
+    _, driven = handle_event(svc, call_events("r1")[0])
+    with svc.connection_transaction() as conn:
+        thread = repo.load_thread(conn, driven.thread_key)
+    [call] = thread.calls.values()
+    leg = call.legs["oracle_interaction"]
+    assert (leg.state, leg.attempts) == (LegState.RETRY, 1)
+    assert isinstance(leg.next_attempt_at, datetime)
+    assert leg.next_attempt_at == driven.retry_at
+    assert "503" in (leg.error or "")
+    assert call.event["interaction_id"] == "r1"
 
 
 def test_long_maintenance_waits_in_the_database_for_the_sweep(make_services, simulators):

@@ -17,7 +17,20 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -62,6 +75,7 @@ class Claim:
 threads_t, calls_t, legs_t = ThreadRow.__table__, CallRow.__table__, LegRow.__table__
 journal_t, deliveries_t = JournalRow.__table__, DeliveryRow.__table__
 requests_t = RequestRow.__table__
+THREAD_PART, LEGS_PART = 0, 1   # the two parts of a thread's read, in this order
 
 
 class _Statements:
@@ -143,8 +157,10 @@ class _Statements:
         self.renew = update(threads_t).where(held).values(lease_expires_at=p("expires"))
         self.version = select(threads_t.c.version).where(threads_t.c.thread_key == p("thread"))
         in_thread = calls_t.c.thread_key == p("thread")
-        # One row per journaled event of the thread, each carrying the thread's top-level; a
-        # thread with no event yet gives one row of NULLs (outer join), an unknown one none.
+        # The whole thread in one read: first one row per journaled event (each carrying the
+        # thread's top-level; a thread with no event yet gives one row of NULLs, an unknown
+        # one none), then one row per leg of its calls. Columns a part lacks are NULL, typed
+        # for the rows' processing (SQLite keeps datetimes as text).
         events = (
             select(journal_t.c.id, journal_t.c.interaction_id, journal_t.c.payload,
                    calls_t.c.sync_state, calls_t.c.thread_key)
@@ -152,16 +168,29 @@ class _Statements:
             .where(in_thread, journal_t.c.outcome != "rejected")
             .subquery()
         )
-        self.payloads = (
-            select(threads_t.c.top_level_interaction_id, threads_t.c.top_level_call_id,
-                   events.c.interaction_id, events.c.payload, events.c.sync_state)
+
+        def absent(column: Any) -> Any:
+            return type_coerce(null(), column.type).label(column.name)
+
+        leg_columns = (legs_t.c.leg, legs_t.c.state, legs_t.c.remote_id, legs_t.c.attempts,
+                       legs_t.c.next_attempt_at, legs_t.c.error)
+        event_rows = (
+            select(literal(THREAD_PART).label("part"), events.c.id.label("seq"),
+                   threads_t.c.top_level_interaction_id, threads_t.c.top_level_call_id,
+                   events.c.interaction_id, events.c.payload, events.c.sync_state,
+                   *(absent(c) for c in leg_columns))
             .select_from(threads_t.outerjoin(events,
                                              events.c.thread_key == threads_t.c.thread_key))
             .where(threads_t.c.thread_key == p("thread"))
-            .order_by(events.c.id)
         )
-        self.legs = select(legs_t).join(
-            calls_t, calls_t.c.interaction_id == legs_t.c.interaction_id).where(in_thread)
+        leg_rows = (
+            select(literal(LEGS_PART), null(), null(), null(), legs_t.c.interaction_id,
+                   null(), null(), *leg_columns)
+            .join(calls_t, calls_t.c.interaction_id == legs_t.c.interaction_id)
+            .where(in_thread)
+        )
+        whole = union_all(event_rows, leg_rows).subquery()
+        self.thread_rows = select(whole).order_by(whole.c.part, whole.c.seq)
         new_leg = insert(legs_t)
         self.upsert_leg = new_leg.on_conflict_do_update(
             index_elements=[legs_t.c.interaction_id, legs_t.c.leg],
@@ -324,22 +353,22 @@ def thread_version(session: Db, thread_key: str) -> int:
 def load_thread(session: Db, thread_key: str) -> ThreadState:
     conn, sql = _run(session)
     key = {"thread": thread_key}
-    rows = conn.execute(sql.payloads, key).all()
-    if not rows:
+    rows = conn.execute(sql.thread_rows, key).all()
+    if not rows or rows[0].part != THREAD_PART:
         raise LookupError(f"no thread {thread_key!r}")
     # Calls in the order their first event was journaled; a call with none is not in the thread.
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     stored: dict[str, str] = {}
+    legs: dict[str, dict[str, Leg]] = defaultdict(dict)
     for row in rows:
-        if row.interaction_id is not None:
+        if row.part == LEGS_PART:
+            legs[row.interaction_id][row.leg] = Leg(
+                state=LegState(row.state), remote_id=row.remote_id, attempts=row.attempts,
+                next_attempt_at=row.next_attempt_at, error=row.error,
+            )
+        elif row.interaction_id is not None:
             events[row.interaction_id].append(json.loads(row.payload))
             stored[row.interaction_id] = row.sync_state
-    legs: dict[str, dict[str, Leg]] = defaultdict(dict)
-    for row in conn.execute(sql.legs, key):
-        legs[row.interaction_id][row.leg] = Leg(
-            state=LegState(row.state), remote_id=row.remote_id, attempts=row.attempts,
-            next_attempt_at=row.next_attempt_at, error=row.error,
-        )
     top = rows[0]
     state = ThreadState(
         key=thread_key, top_level_id=top.top_level_interaction_id,
