@@ -98,7 +98,8 @@ class Services:
     def one_connection(self) -> Iterator[None]:
         """Run every transaction within on one pooled connection.
 
-        A task's transactions then check a connection out (and ping it) once, not once each.
+        A task's transactions then check a connection out once, not once each (and a
+        PostgreSQL connection idle for a while is pinged once, see adapters.db).
         The connection stays idle, outside any transaction, while a CRM request is in flight.
         """
         if _PINNED.get() is not None:
