@@ -53,6 +53,7 @@ class BenchConfig:
     workers: int = 1
     pool: str = "prefork"
     concurrency: int = 2
+    prefetch_multiplier: int = 1
     database_url: str | None = None          # None: a temporary SQLite file
     broker_url: str = "redis://127.0.0.1:6379/12"
     latency_ms: float = 0.0
@@ -102,6 +103,7 @@ def _worker_env(config: BenchConfig, sims: SimulatorProcess, database_url: str) 
         "CALIQ_BASE_URL": sims.caliq_url,
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": config.broker_url,
+        "CELERY_PREFETCH_MULTIPLIER": str(config.prefetch_multiplier),
         "LOG_LEVEL": "WARNING",
         "ORACLE_RATE_LIMIT_PER_SECOND": str(config.oracle_rate_limit),
         "CALIQ_RATE_LIMIT_PER_SECOND": str(config.caliq_rate_limit),

@@ -40,7 +40,7 @@ def make_app(config: BaseConfig | None = None) -> Celery:
         # At-least-once delivery: ack after the work, requeue if the child dies mid-task.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=config.celery_prefetch_multiplier,
         # The visibility timeout must be the same everywhere Celery looks for it.
         broker_transport_options=transport,
         result_backend_transport_options=visibility,

@@ -33,6 +33,10 @@ class BaseConfig(BaseSettings):
     # A call untouched this long with work left is presumed abandoned and re-driven.
     sweep_quiet_seconds: float = Field(default=60.0, ge=0)
     task_time_limit_seconds: int = Field(default=900, ge=10)
+    # Messages a worker reserves per pool slot. 1 keeps a killed worker's unacknowledged
+    # messages to the ones it was running; a threads pool waiting on distant CRMs keeps its
+    # threads busier with 4 (see README "Performance").
+    celery_prefetch_multiplier: int = Field(default=1, ge=1)
     log_level: str = "INFO"
     # Deliveries of one message that may die mid-task before it is quarantined as poison.
     redelivery_cap: int = Field(default=5, ge=1)

@@ -37,7 +37,7 @@ def bench_broker() -> str:
 def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -> None:
     result = CliRunner().invoke(cli, [
         "bench", "--calls", "20", "--concurrency", "2", "--broker-url", bench_broker,
-        "--json", "--oracle-rate-limit", "500",
+        "--json", "--oracle-rate-limit", "500", "--prefetch-multiplier", "2",
     ])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -52,6 +52,7 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     assert report["ratio_to_noop"] == pytest.approx(
         report["events_per_second"] / report["noop_tasks_per_second"], rel=0.01)
     assert report["settings"]["pool"] == "prefork"
+    assert report["settings"]["prefetch_multiplier"] == 2
     assert report["settings"]["database"] == "sqlite"
     assert report["rates"]["oracle"]["limit_per_second"] == 500
     assert report["p50_seconds"] <= report["p99_seconds"]

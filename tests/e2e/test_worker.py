@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from celery import Celery
 
 from tests.e2e.conftest import REPO, wait_for
 from tests.factories import event, stream
@@ -85,3 +86,15 @@ def test_worker_refuses_to_start_without_crm_settings(tmp_path):
     assert result.returncode != 0
     for name in ("ORACLE_BASE_URL", "CALIQ_BASE_URL", "CALIQ_API_KEY", "CALIQ_CHANNEL_ID"):
         assert name in result.stderr, result.stderr
+
+
+def test_a_worker_reserves_what_its_prefetch_multiplier_allows(start_worker, broker_url,
+                                                               database_url):
+    start_worker(database_url, "--pool", "threads", "--concurrency", "2",
+                 CELERY_PREFETCH_MULTIPLIER="3")
+    app = Celery(broker=broker_url)
+    try:
+        stats = app.control.inspect(timeout=5).stats() or {}
+    finally:
+        app.close()
+    assert [s["prefetch_count"] for s in stats.values()] == [2 * 3]

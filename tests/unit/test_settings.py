@@ -1,6 +1,7 @@
 import pytest
 
-from worker.settings import SettingsError, delivery_warnings, load_settings
+from worker.celery_app import make_app
+from worker.settings import BaseConfig, SettingsError, delivery_warnings, load_settings
 
 CRM = {
     "oracle_base_url": "https://oracle.example.test",
@@ -60,3 +61,12 @@ def test_delivery_warnings_flag_risky_combinations():
     assert "TASK_TIME_LIMIT_SECONDS" in text
     assert "CELERY_VISIBILITY_TIMEOUT=60" in text
     assert "LEASE_SECONDS=10" in text
+
+
+def test_the_prefetch_multiplier_is_one_unless_set_and_reaches_the_app(monkeypatch):
+    assert make_app(BaseConfig()).conf.worker_prefetch_multiplier == 1
+    monkeypatch.setenv("CELERY_PREFETCH_MULTIPLIER", "4")
+    assert make_app(BaseConfig()).conf.worker_prefetch_multiplier == 4
+    monkeypatch.setenv("CELERY_PREFETCH_MULTIPLIER", "0")
+    with pytest.raises(SettingsError, match="CELERY_PREFETCH_MULTIPLIER"):
+        load_settings(**CRM)

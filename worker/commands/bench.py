@@ -18,8 +18,11 @@ Opt = typer.Option
 def bench(
     calls: Annotated[int, Opt(min=1, help="Calls to publish (each 3 events).")] = 2000,
     workers: Annotated[int, Opt(min=1, help="Worker processes.")] = 1,
-    pool: Annotated[str, Opt(help="Celery pool: prefork or threads.")] = "prefork",
+    pool: Annotated[str, Opt(
+        help="Celery pool: prefork, threads, gevent, eventlet or solo.")] = "prefork",
     concurrency: Annotated[int, Opt(min=1, help="Pool size of each worker.")] = 2,
+    prefetch_multiplier: Annotated[int, Opt(
+        min=1, help="Messages each worker reserves per pool slot.")] = 1,
     database_url: Annotated[str | None, Opt(
         help="PostgreSQL server to use (a fresh database is created and dropped); "
              "default: a temporary SQLite file.")] = None,
@@ -48,6 +51,7 @@ def bench(
         raise typer.BadParameter(f"one of {', '.join(ORDERS)}", param_hint="--order")
     config = BenchConfig(
         calls=calls, workers=workers, pool=pool, concurrency=concurrency,
+        prefetch_multiplier=prefetch_multiplier,
         database_url=database_url, broker_url=broker_url, latency_ms=latency_ms,
         oracle_rate_limit=oracle_rate_limit, caliq_rate_limit=caliq_rate_limit, order=order,
         publish_rate=publish_rate, noop=noop, timeout=timeout,
