@@ -64,6 +64,7 @@ def test_delivery_warnings_flag_risky_combinations():
 
 
 def test_the_prefetch_multiplier_is_one_unless_set_and_reaches_the_app(monkeypatch):
+    monkeypatch.delenv("CELERY_PREFETCH_MULTIPLIER", raising=False)
     assert make_app(BaseConfig()).conf.worker_prefetch_multiplier == 1
     monkeypatch.setenv("CELERY_PREFETCH_MULTIPLIER", "4")
     assert make_app(BaseConfig()).conf.worker_prefetch_multiplier == 4
