@@ -8,6 +8,7 @@ transient (try again later), permanent (the request itself is wrong; do not repe
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -15,6 +16,8 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
+from requests.structures import CaseInsensitiveDict
 
 from worker import metrics
 from worker.adapters.repository import RequestRecord
@@ -79,6 +82,10 @@ def make_session(root: str, pool_size: int = 32) -> requests.Session:
     return session
 
 
+# A path of these characters is sent exactly as written: requests' URL preparation (parsing,
+# IDNA, re-quoting) would give it back unchanged, so it is skipped for it.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
+
 Recorder = Callable[[RequestRecord], None]
 # Blocks until the CRM's shared rate limit lets one more request go (worker.adapters.ratelimit).
 Limiter = Callable[[], object]
@@ -100,6 +107,14 @@ class JsonHttp:
         self.session = session or make_session(self.root, pool_size)
         self.session.headers.update(headers or {})
         self.session.auth = auth
+        # What every request of this client carries, worked out once: the session's headers and,
+        # for a (username, password) pair, the Basic header (requests encodes it per request).
+        self._headers = CaseInsensitiveDict(self.session.headers)
+        self._auth = auth
+        if isinstance(auth, tuple):
+            self._headers["Authorization"] = _basic_auth_header(*auth)
+            self._auth = None
+        self._plain_root = _prepare_url(f"{self.root}/x") == f"{self.root}/x"
 
     def request(
         self, method: str, path: str, *, recorder: Recorder | None = None,
@@ -110,14 +125,15 @@ class JsonHttp:
             self._wait_for_turn(self.limiter, method, path)
         started = time.perf_counter()
         try:
-            # Prepared without Session.request's merging of cookies, hooks and settings per
-            # call (a sixth of a request's client CPU when measured); send() still applies the
-            # session's adapter pool, proxies, CA bundle and redirects.
-            prepared = requests.Request(
-                method, f"{self.root}/{path}", headers=self.session.headers,
-                auth=self.session.auth, json=json_body, params=params,
-            ).prepare()
-            response = self.session.send(prepared, timeout=self.timeout)
+            prepared = self._prepare(method, path, json_body, params)
+            # The session's adapter, with its pool, proxies and CA bundle, without Session.send:
+            # its cookie jar, hooks and redirect handling are a fifth of a request's client CPU
+            # and none of them applies to a JSON API (a redirect is refused below).
+            response = self.session.get_adapter(prepared.url).send(
+                prepared, stream=False, timeout=self.timeout, verify=self.session.verify,
+                cert=self.session.cert, proxies=self.session.proxies,
+            )
+            response.content  # noqa: B018 - read the body, so the connection goes back to the pool
         except requests.RequestException as exc:
             elapsed = (time.perf_counter() - started) * 1000
             message = f"{method} {path}: no answer ({type(exc).__name__})"
@@ -135,6 +151,12 @@ class JsonHttp:
         if response.status_code >= 400:
             detail = describe_error(response) if describe_error else response.text[:500]
             error = f"{method} {path}: HTTP {response.status_code}: {detail}"
+        elif response.status_code >= 300:
+            # A CRM's REST API does not redirect a write; one that does points at a wrong base
+            # URL (http for https, a login page), and re-sending there is not ours to decide.
+            where = response.headers.get("Location", "no Location")
+            error = (f"{method} {path}: HTTP {response.status_code}: redirect to {where} "
+                     "not followed (check the base URL)")
         if recorder:
             recorder(RequestRecord(
                 self.crm, method, path, response.status_code, elapsed, error
@@ -149,6 +171,22 @@ class JsonHttp:
             )
         return response
 
+    def _prepare(self, method: str, path: str, json_body: Any,
+                 params: dict[str, str] | None) -> requests.PreparedRequest:
+        """requests' own preparation, minus the steps that cannot change these requests."""
+        url = f"{self.root}/{path}"
+        if params or self._auth is not None or not (
+                self._plain_root and _PLAIN_PATH.fullmatch(path)):
+            # A query, a custom auth or an unusual path: requests prepares all of it.
+            return requests.Request(method, url, headers=self._headers, auth=self._auth,
+                                    json=json_body, params=params).prepare()
+        prepared = requests.PreparedRequest()
+        prepared.prepare_method(method)
+        prepared.url = url
+        prepared.headers = self._headers.copy()
+        prepared.prepare_body(None, None, json_body)
+        return prepared
+
     def _wait_for_turn(self, limiter: Limiter, method: str, path: str) -> None:
         try:
             limiter()
@@ -159,6 +197,20 @@ class JsonHttp:
                 f"{method} {path}: rate limit unavailable ({type(exc).__name__})",
                 retry_after=1.0,
             ) from None
+
+
+def _prepare_url(url: str) -> str | None:
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return prepared.url
+
+
+def _basic_auth_header(username: str, password: str) -> str:
+    """The Authorization header requests' HTTPBasicAuth would add."""
+    prepared = requests.PreparedRequest()
+    prepared.headers = CaseInsensitiveDict()
+    HTTPBasicAuth(username, password)(prepared)
+    return str(prepared.headers["Authorization"])
 
 
 def _request_id(response: requests.Response) -> str | None:

@@ -1,0 +1,122 @@
+"""JsonHttp over real HTTP: what goes on the wire, and a redirect refused.
+
+JsonHttp prepares its requests with part of requests' preparation and sends them on the session's
+adapter (see worker.adapters.http). These tests hold it to what requests itself would send.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from worker.adapters.http import ErrorKind, JsonHttp, RemoteError
+
+IGNORED = {"user-agent", "accept-encoding", "connection"}
+
+
+class Recorder(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.seen: list[dict[str, Any]] = []
+        self.answer: tuple[int, dict[str, str]] = (201, {})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Recorder
+
+    def _any(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.server.seen.append({
+            "method": self.command, "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()
+                        if k.lower() not in IGNORED},
+            "body": self.rfile.read(length),
+        })
+        status, headers = self.server.answer
+        body = b'{"InteractionId": 7}'
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = _any
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[Recorder]:
+    recorder = Recorder()
+    thread = threading.Thread(target=recorder.serve_forever, daemon=True)
+    thread.start()
+    yield recorder
+    recorder.shutdown()
+    recorder.server_close()
+
+
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json",
+           "REST-Framework-Version": "4"}
+
+
+def _client(server: Recorder, **kw: Any) -> JsonHttp:
+    return JsonHttp("oracle", f"{server.url}/crmRestApi/resources/11.13.18.05",
+                    timeout=(2, 2), headers=HEADERS, **kw)
+
+
+def test_a_json_write_goes_out_as_requests_itself_sends_it(server: Recorder) -> None:
+    body = {"MediaItemId": "0001KaC1A0AE00A1", "Description": "Billing question ü"}
+    response = _client(server, auth=("svc", "s3cret")).request(
+        "POST", "interactions/300100/child/childInteractions", json_body=body)
+    assert response.json() == {"InteractionId": 7}
+    requests.post(f"{server.url}/crmRestApi/resources/11.13.18.05/interactions/300100/child/"
+                  "childInteractions", json=body, headers=HEADERS, auth=("svc", "s3cret"),
+                  timeout=2)
+    ours, theirs = server.seen
+    assert ours == theirs
+    assert ours["headers"]["authorization"].startswith("Basic ")
+    assert json.loads(ours["body"]) == body
+
+
+def test_a_query_and_a_bearer_token_are_prepared_in_full(server: Recorder) -> None:
+    client = JsonHttp("oracle", server.url, timeout=(2, 2),
+                      headers={**HEADERS, "Authorization": "Bearer tok"})
+    client.request("GET", "interactions", params={
+        "finder": "InteractionRowFinderByMediaItemId;BindMediaItemId=a b", "limit": "2"})
+    client.request("PATCH", "interactions/5", json_body={"StatusCd": "ORA_SVC_CLOSED"})
+    query, patch = server.seen
+    assert query["path"] == ("/interactions?finder=InteractionRowFinderByMediaItemId%3B"
+                             "BindMediaItemId%3Da+b&limit=2")
+    assert query["headers"]["authorization"] == "Bearer tok"
+    assert patch["path"] == "/interactions/5"
+    assert patch["headers"]["content-length"] == str(len(patch["body"]))
+
+
+def test_a_redirect_is_a_permanent_error_that_names_where_and_is_not_followed(
+        server: Recorder) -> None:
+    server.answer = (301, {"Location": f"{server.url}/elsewhere"})
+    with pytest.raises(RemoteError) as raised:
+        _client(server, auth=("svc", "s3cret")).request(
+            "POST", "interactions", json_body={"a": 1})
+    error = raised.value
+    assert error.kind is ErrorKind.PERMANENT
+    assert error.status == 301
+    assert f"redirect to {server.url}/elsewhere not followed" in str(error)
+    assert "s3cret" not in str(error)
+    assert [seen["path"] for seen in server.seen] == ["/crmRestApi/resources/11.13.18.05/"
+                                                      "interactions"]
