@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -32,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from worker.adapters.models import (
@@ -42,6 +42,7 @@ from worker.adapters.models import (
     RequestRow,
     ThreadRow,
 )
+from worker.adapters.prepared import Prepared
 from worker.domain.events import PhoneCallEvent, Status, merge_events
 from worker.domain.plan import LEGS, CallState, CallSync, Leg, LegState, ThreadState
 
@@ -69,9 +70,10 @@ class Claim:
     fresh: bool = False
 
 
-# The hot path runs the same dozen statements for every event. They are built once per dialect
-# and executed on the session's connection: building and caching an ORM statement per call cost
-# about 70% of the CPU of an event (profiled with cProfile, see README "Performance").
+# The hot path runs the same dozen statements for every event. They are built and compiled once
+# per dialect and run on the connection's DBAPI cursor (worker.adapters.prepared): building and
+# caching an ORM statement per call cost about 70% of the CPU of an event, and SQLAlchemy's
+# execution of a compiled one 10-40 µs more per statement (see README "Performance").
 threads_t, calls_t, legs_t = ThreadRow.__table__, CallRow.__table__, LegRow.__table__
 journal_t, deliveries_t = JournalRow.__table__, DeliveryRow.__table__
 requests_t = RequestRow.__table__
@@ -81,8 +83,8 @@ THREAD_PART, LEGS_PART = 0, 1   # the two parts of a thread's read, in this orde
 class _Statements:
     """The hot path's statements for one dialect (INSERT ... ON CONFLICT is dialect-specific)."""
 
-    def __init__(self, dialect: str) -> None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    def __init__(self, dialect: Dialect) -> None:
+        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         p = bindparam
         self.call_of = select(calls_t.c.thread_key, calls_t.c.status).where(
             calls_t.c.interaction_id == p("call"))
@@ -191,7 +193,8 @@ class _Statements:
         )
         whole = union_all(event_rows, leg_rows).subquery()
         self.thread_rows = select(whole).order_by(whole.c.part, whole.c.seq)
-        new_leg = insert(legs_t)
+        new_leg = insert(legs_t).values(
+            {name: p(name) for name in ("interaction_id", "leg", *LEG_VALUES)})
         self.upsert_leg = new_leg.on_conflict_do_update(
             index_elements=[legs_t.c.interaction_id, legs_t.c.leg],
             set_={name: new_leg.excluded[name] for name in LEG_VALUES},
@@ -207,7 +210,7 @@ class _Statements:
         self.save_sync = update(calls_t).where(
             calls_t.c.interaction_id == p("call"), calls_t.c.sync_state != p("sync")
         ).values(sync_state=p("sync"), updated_at=p("now"))
-        self.requests = insert(requests_t)
+        self.requests = insert(requests_t).values({name: p(name) for name in REQUEST_VALUES})
         new_delivery = insert(deliveries_t).values(
             key=p("delivery"), in_flight=1, updated_at=p("now"))
         self.begin_delivery = new_delivery.on_conflict_do_update(
@@ -218,15 +221,30 @@ class _Statements:
         self.end_delivery = update(deliveries_t).where(
             deliveries_t.c.key == p("delivery"), deliveries_t.c.in_flight > 0
         ).values(in_flight=deliveries_t.c.in_flight - 1)
+        for name in PREPARED:
+            setattr(self, name, Prepared(getattr(self, name), dialect))
 
 
 LEG_VALUES = ("state", "remote_id", "attempts", "error", "error_kind", "request_id",
               "next_attempt_at", "updated_at")
+REQUEST_VALUES = ("at", "interaction_id", "leg", "crm", "method", "path", "status_code",
+                  "duration_ms", "error")
+# Every statement above but `journal` (an insert whose columns vary: it stays with SQLAlchemy).
+PREPARED = ("call_of", "bump_and_claim", "upsert_call", "journal_event", "claim_free",
+            "claim_expired", "release", "abandon", "renew", "version", "thread_rows",
+            "upsert_leg", "save_top_level", "save_sync", "requests", "begin_delivery",
+            "end_delivery")
 
 
-@cache
-def _statements_for(dialect: str) -> _Statements:
-    return _Statements(dialect)
+_BY_DIALECT: dict[str, _Statements] = {}
+
+
+def _statements_for(dialect: Dialect) -> _Statements:
+    """One set per dialect name, compiled for the first dialect of that name seen."""
+    found = _BY_DIALECT.get(dialect.name)
+    if found is None:
+        found = _BY_DIALECT.setdefault(dialect.name, _Statements(dialect))
+    return found
 
 
 # The hot path runs on a Core connection (Services.connection_transaction); operators' commands
@@ -236,7 +254,7 @@ Db = Session | Connection
 
 def _run(db: Db) -> tuple[Connection, _Statements]:
     conn = db if isinstance(db, Connection) else db.connection()
-    return conn, _statements_for(conn.dialect.name)
+    return conn, _statements_for(conn.dialect)
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -268,15 +286,15 @@ def accept_event(
     conn, sql = _run(session)
     call_id, status = event.interaction_id, int(event.status)
     # Locks in one order everywhere (threads, then calls), or PostgreSQL finds deadlocks.
-    thread = conn.execute(sql.bump_and_claim, {
+    thread = sql.bump_and_claim.run(conn, {
         "call": call_id, "thread": event.thread_key, "owner": owner, "now": now,
         "expires": now + lease}).one()
     thread_key = thread.thread_key
     # The call's thread, which differs from the one just bumped only when another worker's
     # first event of the same call, naming another thread, committed in between.
-    call_thread = conn.execute(sql.upsert_call, {
+    call_thread = sql.upsert_call.run(conn, {
         "call": call_id, "thread": thread_key, "new_status": status, "now": now}).scalar_one()
-    outcome = conn.execute(sql.journal_event, {
+    outcome = sql.journal_event.run(conn, {
         "now": now, "from": source, "task": task_id, "call": call_id,
         "event_thread": event.thread_key, "new_status": status,
         "fingerprint": event.fingerprint(), "body": payload,
@@ -293,7 +311,7 @@ def accept_event(
 
 def thread_of(session: Db, call_id: str) -> str | None:
     conn, sql = _run(session)
-    known = conn.execute(sql.call_of, {"call": call_id}).first()
+    known = sql.call_of.run(conn, {"call": call_id}).first()
     return known.thread_key if known is not None else None
 
 
@@ -309,7 +327,7 @@ def claim_thread(
     """
     conn, sql = _run(session)
     params = {"thread": thread_key, "owner": owner, "now": now, "expires": now + lease}
-    version = conn.execute(sql.claim_free, params).scalar()
+    version = sql.claim_free.run(conn, params).scalar()
     if version is not None:
         return Claim(thread_key, owner, int(version), took_over=False)
     return _take_over(conn, sql, params)
@@ -317,7 +335,7 @@ def claim_thread(
 
 def _take_over(conn: Connection, sql: _Statements, params: dict[str, Any]) -> Claim | None:
     """Take an expired lease (its holder died or stalled): an answer may have been lost."""
-    version = conn.execute(sql.claim_expired, params).scalar()
+    version = sql.claim_expired.run(conn, params).scalar()
     if version is None:
         return None
     return Claim(params["thread"], params["owner"], int(version), took_over=True)
@@ -326,25 +344,25 @@ def _take_over(conn: Connection, sql: _Statements, params: dict[str, Any]) -> Cl
 def release_thread(session: Db, claim: Claim, version: int) -> bool:
     """Give the lease back, unless an event arrived since `version` was read (then keep it)."""
     conn, sql = _run(session)
-    return conn.execute(sql.release, {"thread": claim.thread_key, "owner": claim.owner,
+    return sql.release.run(conn, {"thread": claim.thread_key, "owner": claim.owner,
                                       "seen_version": version}).rowcount == 1
 
 
 def abandon_lease(session: Db, claim: Claim) -> None:
     """Give the lease back after an error, so a retry need not wait for it to expire."""
     conn, sql = _run(session)
-    conn.execute(sql.abandon, {"thread": claim.thread_key, "owner": claim.owner})
+    sql.abandon.run(conn, {"thread": claim.thread_key, "owner": claim.owner})
 
 
 def renew_lease(session: Db, claim: Claim, now: datetime, lease: timedelta) -> bool:
     conn, sql = _run(session)
-    return conn.execute(sql.renew, {"thread": claim.thread_key, "owner": claim.owner,
+    return sql.renew.run(conn, {"thread": claim.thread_key, "owner": claim.owner,
                                     "expires": now + lease}).rowcount == 1
 
 
 def thread_version(session: Db, thread_key: str) -> int:
     conn, sql = _run(session)
-    return int(conn.execute(sql.version, {"thread": thread_key}).scalar() or 0)
+    return int(sql.version.run(conn, {"thread": thread_key}).scalar() or 0)
 
 
 # --- loading and saving the aggregate -------------------------------------------------------
@@ -353,7 +371,7 @@ def thread_version(session: Db, thread_key: str) -> int:
 def load_thread(session: Db, thread_key: str) -> ThreadState:
     conn, sql = _run(session)
     key = {"thread": thread_key}
-    rows = conn.execute(sql.thread_rows, key).all()
+    rows = sql.thread_rows.run(conn, key).all()
     if not rows or rows[0].part != THREAD_PART:
         raise LookupError(f"no thread {thread_key!r}")
     # Calls in the order their first event was journaled; a call with none is not in the thread.
@@ -408,7 +426,7 @@ def save_step(
     calls, the one lock order; a call locked first deadlocks with an event being journaled).
     """
     conn, sql = _run(session)
-    conn.execute(sql.upsert_leg, [
+    sql.upsert_leg.run_many(conn, [
         {"interaction_id": call.interaction_id, "leg": name, "state": leg.state.value,
          "remote_id": leg.remote_id, "attempts": leg.attempts, "error": leg.error,
          "error_kind": error_kind, "request_id": request_id,
@@ -418,14 +436,14 @@ def save_step(
     ])
     owner = None
     if holder is not None or top_level_changed:
-        owner = conn.execute(sql.save_top_level, {
+        owner = sql.save_top_level.run(conn, {
             "thread": thread.key, "top_level_id": thread.top_level_id,
             "top_level_call": thread.top_level_call_id, "now": now,
             "owner": holder.owner if holder else None, "expires": lease_until,
         }).scalar()
         _save_sync(conn, sql, [call], now)
     if requests:
-        conn.execute(sql.requests, [
+        sql.requests.run_many(conn, [
             {"at": now, "interaction_id": call.interaction_id, "leg": step_legs,
              "crm": r.crm, "method": r.method, "path": r.path[:500],
              "status_code": r.status_code, "duration_ms": r.duration_ms, "error": r.error}
@@ -447,7 +465,7 @@ def _save_sync(conn: Connection, sql: _Statements, calls: Iterable[CallState],
                if (state := call.sync_state()) is not call.stored_sync]
     if not changed:
         return
-    conn.execute(sql.save_sync, [
+    sql.save_sync.run_many(conn, [
         {"call": call.interaction_id, "sync": state.value, "now": now}
         for call, state in changed
     ])
@@ -461,12 +479,12 @@ def _save_sync(conn: Connection, sql: _Statements, calls: Iterable[CallState],
 def begin_delivery(session: Db, key: str, now: datetime) -> int:
     """Count one more started delivery of `key`; returns how many were unfinished before it."""
     conn, sql = _run(session)
-    return int(conn.execute(sql.begin_delivery, {"delivery": key, "now": now}).scalar_one()) - 1
+    return int(sql.begin_delivery.run(conn, {"delivery": key, "now": now}).scalar_one()) - 1
 
 
 def end_delivery(session: Db, key: str) -> None:
     conn, sql = _run(session)
-    conn.execute(sql.end_delivery, {"delivery": key})
+    sql.end_delivery.run(conn, {"delivery": key})
 
 
 def journal_poison(

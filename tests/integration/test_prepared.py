@@ -1,0 +1,122 @@
+"""The hot path's statements on the bare DBAPI cursor (worker.adapters.prepared), on both
+databases: the values SQLAlchemy would store and read, its exceptions, its cursor events, and a
+lost connection invalidated as SQLAlchemy invalidates one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from sqlalchemy import bindparam, create_engine, event, exc, insert, select, text
+
+from worker.adapters import db
+from worker.adapters.models import LegRow, ThreadRow
+from worker.adapters.prepared import Prepared
+
+AT = datetime(2026, 12, 1, 19, 30, 5, 123456)
+threads_t, legs_t = ThreadRow.__table__, LegRow.__table__
+
+
+@pytest.fixture
+def engine(database_url: str):  # type: ignore[no-untyped-def]
+    engine = db.make_engine(database_url, pool_size=1)
+    yield engine
+    engine.dispose()
+
+
+def _new_thread(dialect):  # type: ignore[no-untyped-def]
+    p = bindparam
+    return Prepared(insert(threads_t).values(
+        thread_key=p("key"), version=1, created_at=p("at"), updated_at=p("at"),
+        lease_expires_at=p("at"),
+    ).returning(threads_t.c.thread_key, threads_t.c.version, threads_t.c.lease_expires_at),
+        dialect)
+
+
+def test_values_are_stored_and_read_as_sqlalchemy_stores_and_reads_them(engine) -> None:
+    insert_thread = _new_thread(engine.dialect)
+    with engine.begin() as conn:
+        row = insert_thread.run(conn, {"key": "t-1", "at": AT}).one()
+    assert (row.thread_key, row.version, row.lease_expires_at) == ("t-1", 1, AT)
+    with engine.connect() as conn:   # read back by SQLAlchemy's own execution
+        stored = conn.execute(select(threads_t).where(threads_t.c.thread_key == "t-1")).one()
+        raw = conn.exec_driver_sql("SELECT created_at FROM threads").scalar()
+    assert (stored.created_at, stored.lease_expires_at, stored.version) == (AT, AT, 1)
+    if engine.dialect.name == "sqlite":   # SQLAlchemy's own text format for a DateTime
+        assert raw == "2026-12-01 19:30:05.123456"
+
+
+def test_many_rows_in_one_call_and_the_rows_changed(engine) -> None:
+    p = bindparam
+    with engine.begin() as conn:
+        _new_thread(engine.dialect).run(conn, {"key": "t-2", "at": AT})
+        conn.execute(text("INSERT INTO calls (interaction_id, thread_key, status, sync_state, "
+                          "created_at, updated_at) VALUES ('c-1', 't-2', 0, 'pending', "
+                          ":at, :at)"), {"at": AT})
+        Prepared(insert(legs_t).values(interaction_id=p("call"), leg=p("leg"), state="done",
+                                       attempts=p("attempts"), updated_at=p("at")),
+                 engine.dialect).run_many(conn, [
+            {"call": "c-1", "leg": "oracle_interaction", "attempts": 1, "at": AT},
+            {"call": "c-1", "leg": "caliq", "attempts": 2, "at": AT},
+        ])
+        bump = Prepared(threads_t.update().where(threads_t.c.thread_key == p("key"))
+                        .values(version=threads_t.c.version + 1), engine.dialect)
+        assert bump.run(conn, {"key": "t-2"}).rowcount == 1
+        assert bump.run(conn, {"key": "nobody"}).rowcount == 0
+        legs = Prepared(select(legs_t.c.leg, legs_t.c.attempts, legs_t.c.updated_at)
+                        .where(legs_t.c.interaction_id == p("call")).order_by(legs_t.c.leg),
+                        engine.dialect).run(conn, {"call": "c-1"}).all()
+    assert [(r.leg, r.attempts, r.updated_at) for r in legs] == [
+        ("caliq", 2, AT), ("oracle_interaction", 1, AT)]
+
+
+def test_a_database_error_is_sqlalchemys_and_the_transaction_rolls_back(engine) -> None:
+    insert_thread = _new_thread(engine.dialect)
+    with engine.begin() as conn:
+        insert_thread.run(conn, {"key": "t-3", "at": AT})
+    with pytest.raises(exc.IntegrityError) as raised, engine.begin() as conn:
+        insert_thread.run(conn, {"key": "t-4", "at": AT})
+        insert_thread.run(conn, {"key": "t-3", "at": AT})   # the primary key again
+    assert "threads" in str(raised.value) and not raised.value.connection_invalidated
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM threads")) == 1   # t-4 rolled back
+
+
+def test_sqlalchemys_cursor_events_see_each_statement(engine) -> None:
+    seen: list[tuple[str, bool]] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, _params, _ctx, many: seen.append((sql.split()[0], many)))
+    with engine.begin() as conn:
+        _new_thread(engine.dialect).run(conn, {"key": "t-5", "at": AT})
+    assert ("INSERT", False) in seen
+
+
+def test_a_statement_that_needs_python_side_defaults_is_refused(engine) -> None:
+    # ThreadRow.version has a Python-side default: only SQLAlchemy's execution applies it.
+    with pytest.raises(ValueError, match="not preparable"):
+        Prepared(insert(threads_t).values(thread_key=bindparam("key"), created_at=AT,
+                                          updated_at=AT), engine.dialect)
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_mid_task_is_invalidated_and_the_next_one_is_new(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)   # no ping to hide the loss
+    engine = db.make_engine(postgres_url, pool_size=1)
+    version = Prepared(select(threads_t.c.version).where(
+        threads_t.c.thread_key == bindparam("key")), engine.dialect)
+    try:
+        with engine.connect() as conn:
+            dead = conn.scalar(text("SELECT pg_backend_pid()"))
+        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dead})
+        admin.dispose()
+        with pytest.raises(exc.OperationalError) as raised, engine.connect() as conn:
+            version.run(conn, {"key": "x"})
+        assert raised.value.connection_invalidated
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT pg_backend_pid()")) != dead
+            assert version.run(conn, {"key": "x"}).scalar() is None
+    finally:
+        engine.dispose()
