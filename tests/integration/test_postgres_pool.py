@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from tests.postgres import backend_pid, kill_backend
 from worker.adapters import db
 
 pytestmark = pytest.mark.postgres
-
-
-def _kill_backend(admin_url: str, pid: int) -> None:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        assert conn.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}) is True
-    admin.dispose()
-
-
-def _backend_pid(engine) -> int:  # type: ignore[no-untyped-def]
-    with engine.connect() as conn:
-        return int(conn.scalar(text("SELECT pg_backend_pid()")))
 
 
 def test_an_idle_connection_whose_server_side_died_is_replaced_without_an_error(
@@ -28,9 +16,9 @@ def test_an_idle_connection_whose_server_side_died_is_replaced_without_an_error(
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)   # every checkout counts as idle
     engine = db.make_engine(postgres_url, pool_size=1)
     try:
-        dead = _backend_pid(engine)
-        _kill_backend(postgres_url, dead)
-        assert _backend_pid(engine) != dead   # the ping found it dead; a new one served
+        dead = backend_pid(engine)
+        kill_backend(postgres_url, dead)
+        assert backend_pid(engine) != dead   # the ping found it dead; a new one served
     finally:
         engine.dispose()
 
@@ -42,10 +30,10 @@ def test_a_connection_in_use_a_moment_ago_is_not_pinged(
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)
     engine = db.make_engine(postgres_url, pool_size=1)
     try:
-        dead = _backend_pid(engine)
-        _kill_backend(postgres_url, dead)
+        dead = backend_pid(engine)
+        kill_backend(postgres_url, dead)
         with pytest.raises(OperationalError):
-            _backend_pid(engine)
-        assert _backend_pid(engine) != dead
+            backend_pid(engine)
+        assert backend_pid(engine) != dead
     finally:
         engine.dispose()

@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from sqlalchemy import bindparam, create_engine, event, exc, insert, select, text
+from sqlalchemy import bindparam, event, exc, insert, select, text
 
+from tests.postgres import backend_pid, kill_backend
 from worker.adapters import db
 from worker.adapters.models import LegRow, ThreadRow
 from worker.adapters.prepared import Prepared
@@ -106,17 +107,13 @@ def test_a_connection_lost_mid_task_is_invalidated_and_the_next_one_is_new(
     version = Prepared(select(threads_t.c.version).where(
         threads_t.c.thread_key == bindparam("key")), engine.dialect)
     try:
-        with engine.connect() as conn:
-            dead = conn.scalar(text("SELECT pg_backend_pid()"))
-        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dead})
-        admin.dispose()
+        dead = backend_pid(engine)
+        kill_backend(postgres_url, dead)
         with pytest.raises(exc.OperationalError) as raised, engine.connect() as conn:
             version.run(conn, {"key": "x"})
         assert raised.value.connection_invalidated
+        assert backend_pid(engine) != dead
         with engine.connect() as conn:
-            assert conn.scalar(text("SELECT pg_backend_pid()")) != dead
             assert version.run(conn, {"key": "x"}).scalar() is None
     finally:
         engine.dispose()
