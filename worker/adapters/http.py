@@ -106,9 +106,9 @@ class JsonHttp:
         self.timeout = timeout
         self.session = session or make_session(self.root, pool_size)
         self.session.headers.update(headers or {})
-        self.session.auth = auth
         # What every request of this client carries, worked out once: the session's headers and,
         # for a (username, password) pair, the Basic header (requests encodes it per request).
+        # Any other auth object is applied per request by requests' own preparation.
         self._headers = CaseInsensitiveDict(self.session.headers)
         self._auth = auth
         if isinstance(auth, tuple):

@@ -345,7 +345,7 @@ def release_thread(session: Db, claim: Claim, version: int) -> bool:
     """Give the lease back, unless an event arrived since `version` was read (then keep it)."""
     conn, sql = _run(session)
     return sql.release.run(conn, {"thread": claim.thread_key, "owner": claim.owner,
-                                      "seen_version": version}).rowcount == 1
+                                  "seen_version": version}).rowcount == 1
 
 
 def abandon_lease(session: Db, claim: Claim) -> None:
@@ -357,7 +357,7 @@ def abandon_lease(session: Db, claim: Claim) -> None:
 def renew_lease(session: Db, claim: Claim, now: datetime, lease: timedelta) -> bool:
     conn, sql = _run(session)
     return sql.renew.run(conn, {"thread": claim.thread_key, "owner": claim.owner,
-                                    "expires": now + lease}).rowcount == 1
+                                "expires": now + lease}).rowcount == 1
 
 
 def thread_version(session: Db, thread_key: str) -> int:
