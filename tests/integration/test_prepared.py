@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, event, exc, insert, select, text
 from tests.postgres import backend_pid, kill_backend
 from worker.adapters import db
 from worker.adapters.models import LegRow, ThreadRow
-from worker.adapters.prepared import Prepared
+from worker.adapters.prepared import Prepared, PreparedRows
 
 AT = datetime(2026, 12, 1, 19, 30, 5, 123456)
 threads_t, legs_t = ThreadRow.__table__, LegRow.__table__
@@ -47,28 +47,36 @@ def test_values_are_stored_and_read_as_sqlalchemy_stores_and_reads_them(engine) 
         assert raw == "2026-12-01 19:30:05.123456"
 
 
-def test_many_rows_in_one_call_and_the_rows_changed(engine) -> None:
-    p = bindparam
+def test_many_rows_in_one_statement_and_the_rows_changed(engine) -> None:
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, _params, _ctx, _many: seen.append(sql))
+    legs = [("oracle_interaction", 1), ("caliq", 2), ("oracle_end", 3), ("oracle_phone_call", 4),
+            ("x1", 5)]
+    insert_legs = PreparedRows(
+        lambda rows: insert(legs_t).values(rows),
+        ("interaction_id", "leg", "state", "attempts", "updated_at"), engine.dialect, chunk=2)
     with engine.begin() as conn:
         _new_thread(engine.dialect).run(conn, {"key": "t-2", "at": AT})
         conn.execute(text("INSERT INTO calls (interaction_id, thread_key, status, sync_state, "
                           "created_at, updated_at) VALUES ('c-1', 't-2', 0, 'pending', "
                           ":at, :at)"), {"at": AT})
-        Prepared(insert(legs_t).values(interaction_id=p("call"), leg=p("leg"), state="done",
-                                       attempts=p("attempts"), updated_at=p("at")),
-                 engine.dialect).run_many(conn, [
-            {"call": "c-1", "leg": "oracle_interaction", "attempts": 1, "at": AT},
-            {"call": "c-1", "leg": "caliq", "attempts": 2, "at": AT},
-        ])
-        bump = Prepared(threads_t.update().where(threads_t.c.thread_key == p("key"))
+        seen.clear()
+        assert insert_legs.run(conn, [
+            {"interaction_id": "c-1", "leg": leg, "state": "done", "attempts": attempts,
+             "updated_at": AT} for leg, attempts in legs]) == 5
+        assert len(seen) == 3   # 2 + 2 + 1 rows: three statements, two of them compiled
+        assert seen[0] == seen[1] != seen[2]
+        bump = Prepared(threads_t.update().where(threads_t.c.thread_key == bindparam("key"))
                         .values(version=threads_t.c.version + 1), engine.dialect)
         assert bump.run(conn, {"key": "t-2"}).rowcount == 1
         assert bump.run(conn, {"key": "nobody"}).rowcount == 0
-        legs = Prepared(select(legs_t.c.leg, legs_t.c.attempts, legs_t.c.updated_at)
-                        .where(legs_t.c.interaction_id == p("call")).order_by(legs_t.c.leg),
-                        engine.dialect).run(conn, {"call": "c-1"}).all()
-    assert [(r.leg, r.attempts, r.updated_at) for r in legs] == [
-        ("caliq", 2, AT), ("oracle_interaction", 1, AT)]
+        stored = Prepared(select(legs_t.c.leg, legs_t.c.attempts, legs_t.c.updated_at)
+                          .where(legs_t.c.interaction_id == bindparam("call"))
+                          .order_by(legs_t.c.attempts),
+                          engine.dialect).run(conn, {"call": "c-1"}).all()
+    assert [(r.leg, r.attempts, r.updated_at) for r in stored] == [
+        (leg, attempts, AT) for leg, attempts in legs]
 
 
 def test_a_database_error_is_sqlalchemys_and_the_transaction_rolls_back(engine) -> None:

@@ -42,7 +42,7 @@ from worker.adapters.models import (
     RequestRow,
     ThreadRow,
 )
-from worker.adapters.prepared import Prepared
+from worker.adapters.prepared import Prepared, PreparedRows, RowBinds
 from worker.domain.events import PhoneCallEvent, Status, merge_events
 from worker.domain.plan import LEGS, CallState, CallSync, Leg, LegState, ThreadState
 
@@ -193,12 +193,6 @@ class _Statements:
         )
         whole = union_all(event_rows, leg_rows).subquery()
         self.thread_rows = select(whole).order_by(whole.c.part, whole.c.seq)
-        new_leg = insert(legs_t).values(
-            {name: p(name) for name in ("interaction_id", "leg", *LEG_VALUES)})
-        self.upsert_leg = new_leg.on_conflict_do_update(
-            index_elements=[legs_t.c.interaction_id, legs_t.c.leg],
-            set_={name: new_leg.excluded[name] for name in LEG_VALUES},
-        )
         # The top-level is saved whoever holds the lease now (the request was made); the lease
         # is extended only for its holder, and the owner returned says whether that is us.
         self.save_top_level = update(threads_t).where(threads_t.c.thread_key == p("thread")).values(
@@ -210,7 +204,6 @@ class _Statements:
         self.save_sync = update(calls_t).where(
             calls_t.c.interaction_id == p("call"), calls_t.c.sync_state != p("sync")
         ).values(sync_state=p("sync"), updated_at=p("now"))
-        self.requests = insert(requests_t).values({name: p(name) for name in REQUEST_VALUES})
         new_delivery = insert(deliveries_t).values(
             key=p("delivery"), in_flight=1, updated_at=p("now"))
         self.begin_delivery = new_delivery.on_conflict_do_update(
@@ -224,6 +217,18 @@ class _Statements:
         for name in PREPARED:
             setattr(self, name, Prepared(getattr(self, name), dialect))
 
+        def upsert_legs(rows: list[RowBinds]) -> Any:
+            new_legs = insert(legs_t).values(rows)
+            return new_legs.on_conflict_do_update(
+                index_elements=[legs_t.c.interaction_id, legs_t.c.leg],
+                set_={name: new_legs.excluded[name] for name in LEG_VALUES},
+            )
+
+        self.upsert_legs = PreparedRows(upsert_legs, ("interaction_id", "leg", *LEG_VALUES),
+                                        dialect)
+        self.requests = PreparedRows(lambda rows: insert(requests_t).values(rows),
+                                     REQUEST_VALUES, dialect)
+
 
 LEG_VALUES = ("state", "remote_id", "attempts", "error", "error_kind", "request_id",
               "next_attempt_at", "updated_at")
@@ -232,8 +237,7 @@ REQUEST_VALUES = ("at", "interaction_id", "leg", "crm", "method", "path", "statu
 # Every statement above but `journal` (an insert whose columns vary: it stays with SQLAlchemy).
 PREPARED = ("call_of", "bump_and_claim", "upsert_call", "journal_event", "claim_free",
             "claim_expired", "release", "abandon", "renew", "version", "thread_rows",
-            "upsert_leg", "save_top_level", "save_sync", "requests", "begin_delivery",
-            "end_delivery")
+            "save_top_level", "save_sync", "begin_delivery", "end_delivery")
 
 
 _BY_DIALECT: dict[str, _Statements] = {}
@@ -426,7 +430,7 @@ def save_step(
     calls, the one lock order; a call locked first deadlocks with an event being journaled).
     """
     conn, sql = _run(session)
-    sql.upsert_leg.run_many(conn, [
+    sql.upsert_legs.run(conn, [
         {"interaction_id": call.interaction_id, "leg": name, "state": leg.state.value,
          "remote_id": leg.remote_id, "attempts": leg.attempts, "error": leg.error,
          "error_kind": error_kind, "request_id": request_id,
@@ -443,7 +447,7 @@ def save_step(
         }).scalar()
         _save_sync(conn, sql, [call], now)
     if requests:
-        sql.requests.run_many(conn, [
+        sql.requests.run(conn, [
             {"at": now, "interaction_id": call.interaction_id, "leg": step_legs,
              "crm": r.crm, "method": r.method, "path": r.path[:500],
              "status_code": r.status_code, "duration_ms": r.duration_ms, "error": r.error}
@@ -465,11 +469,8 @@ def _save_sync(conn: Connection, sql: _Statements, calls: Iterable[CallState],
                if (state := call.sync_state()) is not call.stored_sync]
     if not changed:
         return
-    sql.save_sync.run_many(conn, [
-        {"call": call.interaction_id, "sync": state.value, "now": now}
-        for call, state in changed
-    ])
-    for call, state in changed:
+    for call, state in changed:   # nearly always one call: a statement each is the cheapest
+        sql.save_sync.run(conn, {"call": call.interaction_id, "sync": state.value, "now": now})
         call.stored_sync = state
 
 
