@@ -7,8 +7,8 @@ event dispatch and the result set-up. That was 10 to 40 µs of client CPU per st
 against the same statement on the bare cursor, and an event runs about nine.
 
 Rows are inserted by one multi-row statement (PreparedRows), not the DBAPI's executemany:
-psycopg runs executemany as a pipeline, which cost twice a single statement's client CPU for
-one row and half as much again as a three-row INSERT for three (see README "Performance").
+psycopg runs executemany as a pipeline, which cost about twice the client CPU of one INSERT,
+for one row as for three (see README "Performance").
 
 SQLAlchemy's before_cursor_execute and after_cursor_execute events fire as usual. A DBAPI
 error is handed back to SQLAlchemy's terms: wrapped in its DBAPIError (which the tasks

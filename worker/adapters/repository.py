@@ -234,7 +234,8 @@ LEG_VALUES = ("state", "remote_id", "attempts", "error", "error_kind", "request_
               "next_attempt_at", "updated_at")
 REQUEST_VALUES = ("at", "interaction_id", "leg", "crm", "method", "path", "status_code",
                   "duration_ms", "error")
-# Every statement above but `journal` (an insert whose columns vary: it stays with SQLAlchemy).
+# Every single-row statement above but `journal` (an insert whose columns vary: it stays with
+# SQLAlchemy); the legs and requests, several rows at once, are PreparedRows.
 PREPARED = ("call_of", "bump_and_claim", "upsert_call", "journal_event", "claim_free",
             "claim_expired", "release", "abandon", "renew", "version", "thread_rows",
             "save_top_level", "save_sync", "begin_delivery", "end_delivery")
