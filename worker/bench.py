@@ -42,6 +42,7 @@ from worker.bench_env import (
 from worker.bench_plan import Plan, plan_events
 from worker.domain.plan import CallSync, LegState
 from worker.mapping.transcript import parse_transcript
+from worker.publishing import publish_event
 
 QUEUE = "callsync"
 Say = Callable[[str], None]
@@ -202,8 +203,7 @@ def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFl
             if config.publish_rate > 0:
                 time.sleep(max(0.0, started + n / config.publish_rate - time.time()))
             published[(event["interaction_id"], event["status"])] = time.time()
-            publisher.send_task("callsync.phone_call", args=[event], queue=QUEUE,
-                                producer=producer)
+            publish_event(publisher, event, producer=producer)
     publish_seconds = time.time() - started
     deadline, last = time.monotonic() + config.timeout, -1.0
     try:

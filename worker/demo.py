@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from worker.publishing import publish_event
 from worker.samples import event, stream
 
 SANDBOX_ENV = {
@@ -74,7 +75,7 @@ def run_demo(console: Console, *, threads: int = 3, timeout: float = 60.0) -> in
         events = stream(f"demo-{run}", threads)
         bad = event(f"demo-{run}-bad", status=9)
         for item in [*events, bad]:
-            app.send_task("callsync.phone_call", args=[item], queue=QUEUE)
+            publish_event(app, item)
         call_ids = {e["interaction_id"] for e in events}
         console.print(f"published {len(events) + 1} events ({len(call_ids)} calls in "
                       f"{threads} threads, shuffled, every event twice, plus one bad event)")
