@@ -40,11 +40,11 @@ from worker.bench_env import (
     fresh_database,
 )
 from worker.bench_plan import Plan, plan_events
+from worker.celery_app import QUEUE
 from worker.domain.plan import CallSync, LegState
 from worker.mapping.transcript import parse_transcript
 from worker.publishing import publish_event
 
-QUEUE = "callsync"
 Say = Callable[[str], None]
 
 

@@ -16,6 +16,8 @@ from celery import Celery, signals
 from worker.settings import BaseConfig, SettingsError, get_base_config
 
 QUEUE = "callsync"
+# The producers' contract (README "How a producer publishes").
+PHONE_CALL_TASK = "callsync.phone_call"
 
 
 def make_app(config: BaseConfig | None = None) -> Celery:

@@ -14,9 +14,7 @@ from typing import Any
 from celery import Celery
 from kombu import Producer
 
-from worker.celery_app import QUEUE
-
-PHONE_CALL_TASK = "callsync.phone_call"
+from worker.celery_app import PHONE_CALL_TASK, QUEUE
 
 
 def event_argsrepr(event: Any) -> str:

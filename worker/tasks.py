@@ -22,7 +22,7 @@ from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker.adapters import repository as repo
-from worker.celery_app import QUEUE, app
+from worker.celery_app import PHONE_CALL_TASK, QUEUE, app
 from worker.service import Driven, Services, drive_thread, handle_event, quarantine, utcnow
 from worker.settings import INFRA_RETRY_BACKOFF_MAX, get_base_config, inline_retry_limit
 
@@ -108,7 +108,7 @@ def _crash_if_told(event: Any) -> None:
         os._exit(70)
 
 
-@app.task(name="callsync.phone_call", bind=True, **RETRY_POLICY)
+@app.task(name=PHONE_CALL_TASK, bind=True, **RETRY_POLICY)
 def phone_call(self: Task, event: Any) -> dict[str, Any]:
     """Apply one Genesys phone-call event (the producers' contract)."""
     svc = _services()

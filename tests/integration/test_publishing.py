@@ -11,7 +11,7 @@ import redis
 from celery import Celery
 
 from tests.conftest import REDIS_URL
-from worker.publishing import PHONE_CALL_TASK, publish_event
+from worker.publishing import publish_event
 from worker.samples import event
 
 
@@ -29,7 +29,7 @@ def test_the_event_is_in_the_body_and_only_its_id_in_the_headers() -> None:
         app.close()
     message = json.loads(raw)
     headers = message["headers"]
-    assert headers["task"] == PHONE_CALL_TASK
+    assert headers["task"] == "callsync.phone_call"
     assert headers["argsrepr"] == "['pub-1']"
     for private in (sample["phone_number"], sample["text"][:20], sample["udata"]["LastName"]):
         assert private not in json.dumps(headers)
