@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from worker import bench_check as check
 from worker.adapters.models import CallRow, JournalRow, LegRow, RequestRow
 from worker.adapters.ratelimit import default_burst
+from worker.bench_cpu import CpuMeter, cpu_split
 from worker.bench_env import (
     SANDBOX_CREDENTIALS,
     BenchError,
@@ -87,10 +88,12 @@ def run_bench(config: BenchConfig, say: Say = lambda _: None) -> dict[str, Any]:
         stack.callback(publisher.pool.force_close_all)
         watch = BrokerWatch(config.broker_url)
         stack.callback(watch.client.close)
-        noop = measure_noop(publisher, watch, len(plan.events), say) if config.noop else None
+        meter = CpuMeter(fleet.pids(), sims.process.pid if sims.process else None)
+        noop = (measure_noop(publisher, watch, meter, len(plan.events), say)
+                if config.noop else None)
         engine = create_engine(database_url)
         stack.callback(engine.dispose)
-        run = measure_calls(publisher, engine, plan, fleet, watch, config, say)
+        run = measure_calls(publisher, engine, plan, fleet, watch, meter, config, say)
         say("checking the records")
         verdict = verify(engine, plan, sims)
         worker_errors = _worker_errors(fleet.logs())
@@ -148,12 +151,13 @@ class BrokerWatch:
 # --- Celery's ceiling -----------------------------------------------------------------------
 
 
-def measure_noop(publisher: Celery, watch: BrokerWatch, tasks: int, say: Say
-                 ) -> dict[str, float]:
+def measure_noop(publisher: Celery, watch: BrokerWatch, meter: CpuMeter, tasks: int, say: Say
+                 ) -> dict[str, Any]:
     """Seconds for the workers to take and acknowledge `tasks` empty tasks, first publish to
-    last acknowledgement (the queue and kombu's unacked hash both empty)."""
+    last acknowledgement (the queue and kombu's unacked hash both empty), and the CPU spent."""
     say(f"Celery ceiling: {tasks} callsync.noop tasks")
     client = watch.client
+    cpu_start = meter.read()
     started = time.perf_counter()
     with publisher.producer_or_acquire() as producer:
         for _ in range(tasks):
@@ -168,10 +172,11 @@ def measure_noop(publisher: Celery, watch: BrokerWatch, tasks: int, say: Say
         quiet = quiet + 1 if drained() else 0
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
+    cpu = cpu_split(cpu_start, meter.read(), tasks, per="task")
     if watch.lost(-1):
         raise BenchError(f"{watch.reason}: the no-op ceiling is void")
     return {"tasks": tasks, "seconds": elapsed, "publish_seconds": published,
-            "tasks_per_second": tasks / elapsed}
+            "tasks_per_second": tasks / elapsed, "cpu": cpu}
 
 
 # --- callsync -------------------------------------------------------------------------------
@@ -183,10 +188,12 @@ class CallsRun:
     published: dict[tuple[str, int], float]      # (call, status) -> epoch seconds
     publish_seconds: float
     samples: list[tuple[float, int, float]]      # (seconds, calls synced, worker RSS MiB)
+    cpu: dict[str, Any]                          # first publish to every call synced
 
 
 def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFleet,
-                  watch: BrokerWatch, config: BenchConfig, say: Say) -> CallsRun:
+                  watch: BrokerWatch, meter: CpuMeter, config: BenchConfig, say: Say
+                  ) -> CallsRun:
     say(f"callsync: {len(plan.events)} events of {plan.calls} calls "
         f"({len(set(plan.threads.values()))} threads, order={config.order})")
 
@@ -197,6 +204,7 @@ def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFl
 
     sampler = Sampler(fleet.pids(), synced).start()
     published: dict[tuple[str, int], float] = {}
+    cpu_start = meter.read()
     started = time.time()
     with publisher.producer_or_acquire() as producer:
         for n, event in enumerate(plan.events):
@@ -215,10 +223,11 @@ def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFl
                 say(f"  {done}/{plan.calls} calls synced")
                 last = time.monotonic()
             time.sleep(0.2)
+        cpu = cpu_split(cpu_start, meter.read(), len(plan.events), per="event")
         sampler.sample(time.time() - started)
     finally:
         sampler.stop()
-    return CallsRun(started, published, publish_seconds, sampler.samples)
+    return CallsRun(started, published, publish_seconds, sampler.samples, cpu)
 
 
 def _stuck(engine: Engine) -> str:
@@ -286,7 +295,7 @@ def _worker_errors(logs: str) -> int:
 # --- the report -----------------------------------------------------------------------------
 
 
-def report(config: BenchConfig, plan: Plan, noop: dict[str, float] | None, run: CallsRun,
+def report(config: BenchConfig, plan: Plan, noop: dict[str, Any] | None, run: CallsRun,
            verdict: Verdict, database_url: str, worker_errors: int) -> dict[str, Any]:
     latencies = check.applied_latencies(run.published, verdict.received, verdict.legs_done)
     finished = max(check.epoch(at) for at in verdict.legs_done.values())
@@ -318,6 +327,7 @@ def report(config: BenchConfig, plan: Plan, noop: dict[str, float] | None, run: 
         "p99_seconds": round(check.percentile(latencies, 0.99), 3),
         "max_latency_seconds": round(max(latencies), 3),
         **_memory(run.samples),
+        "cpu": {"noop": noop["cpu"] if noop else None, "events": run.cpu},
         "rates": verdict.rates,
         "complete": True,
         "worker_error_lines": worker_errors,

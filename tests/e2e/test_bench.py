@@ -11,10 +11,12 @@ import os
 
 import pytest
 import redis
+from rich.console import Console
 from typer.testing import CliRunner
 
 from worker.bench_env import _CLAIM_AND_FLUSH, CLAIM_KEY, claim_broker
 from worker.cli import cli
+from worker.commands.bench import result_table
 
 pytestmark = pytest.mark.redis
 
@@ -56,6 +58,21 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     assert report["settings"]["database"] == "sqlite"
     assert report["rates"]["oracle"]["limit_per_second"] == 500
     assert report["p50_seconds"] <= report["p99_seconds"]
+    # Where the CPU went: the parts add up to the machine's busy time, and the events' work
+    # was done in the prefork children, handed over by Celery's main process. (A no-op phase
+    # this short is below the 10 ms resolution of a process's CPU counters.)
+    for phase, per in (("noop", "task"), ("events", "event")):
+        ms = report["cpu"][phase][f"ms_per_{per}"]
+        assert ms["all"] == pytest.approx(sum(v for k, v in ms.items() if k != "all"), abs=0.01)
+        assert ms["all"] > 0 and report["cpu"][phase]["cores_busy"] > 0, (phase, ms)
+    events = report["cpu"]["events"]["ms_per_event"]
+    assert events["worker_pool"] > 0 and events["worker_main"] > 0, events
+    # The readable form of the same report names the figures.
+    console = Console(record=True, width=200)
+    console.print(result_table(report))
+    text = console.export_text()
+    assert f"{report['ratio_to_noop']}" in text
+    assert f"pool {events['worker_pool']:.2f}" in text and "CPU per no-op task (ms)" in text
     # The run closed every connection it opened on the database it claimed, and released it.
     client = redis.Redis.from_url(bench_broker)
     try:

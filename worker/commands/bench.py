@@ -13,6 +13,8 @@ from rich.table import Table
 from worker.bench_plan import ORDERS
 
 Opt = typer.Option
+CPU_GROUPS = {"worker_main": "worker main", "worker_pool": "pool", "simulators": "simulators",
+              "benchmark": "benchmark", "rest_of_machine": "rest"}
 
 
 def bench(
@@ -101,6 +103,13 @@ def result_table(result: dict[str, Any]) -> Table:
         rows.append(("RSS from call 1,000 to the end",
                      f"{result['rss_at_1000_calls_mb']} -> {result['rss_end_mb']} MiB "
                      f"({result['rss_growth_from_1000_pct']:+}%)"))
+    for phase, per, label in (("noop", "task", "no-op task"), ("events", "event", "event")):
+        cpu = result["cpu"][phase]
+        if cpu is not None:
+            ms = cpu[f"ms_per_{per}"]
+            rows.append((f"CPU per {label} (ms)", " · ".join(
+                f"{name} {ms[group]:.2f}" for group, name in CPU_GROUPS.items())
+                + f" · all {ms['all']:.2f} on {cpu['cores_busy']} cores"))
     for crm, stats in result["rates"].items():
         limit = f" (limit {stats['limit_per_second']:g})" if "limit_per_second" in stats else ""
         rows.append((f"{crm} requests/s average, busiest 1 s{limit}",
