@@ -70,7 +70,8 @@ class CpuMeter:
             own, descendants = _tree(pid)
             main, pool = main + own, pool + descendants
         simulators = sum(_tree(self.simulators)) if self.simulators is not None else 0.0
-        benchmark = _tree(self.benchmark)[0]   # its children are the workers and simulators
+        # Its own time only: its children are the workers and the simulators.
+        benchmark = _own(psutil.Process(self.benchmark).cpu_times())
         return CpuReading(time.monotonic(), {
             "worker_main": main, "worker_pool": pool, "simulators": simulators,
             "benchmark": benchmark}, machine_busy())
