@@ -8,7 +8,7 @@ against the same statement on the bare cursor, and an event runs about nine.
 
 Rows are inserted by one multi-row statement (PreparedRows), not the DBAPI's executemany:
 psycopg runs executemany as a pipeline, which cost about twice the client CPU of one INSERT,
-for one row as for three (see README "Performance").
+for one row as for three (see docs/performance-history.md).
 
 SQLAlchemy's before_cursor_execute and after_cursor_execute events fire as usual. A DBAPI
 error is handed back to SQLAlchemy's terms: wrapped in its DBAPIError (which the tasks

@@ -73,7 +73,7 @@ class Claim:
 # The hot path runs the same dozen statements for every event. They are built and compiled once
 # per dialect and run on the connection's DBAPI cursor (worker.adapters.prepared): building and
 # caching an ORM statement per call cost about 70% of the CPU of an event, and SQLAlchemy's
-# execution of a compiled one 10-40 µs more per statement (see README "Performance").
+# execution of a compiled one 10-40 µs more per statement (see docs/performance-history.md).
 threads_t, calls_t, legs_t = ThreadRow.__table__, CallRow.__table__, LegRow.__table__
 journal_t, deliveries_t = JournalRow.__table__, DeliveryRow.__table__
 requests_t = RequestRow.__table__
