@@ -1,10 +1,10 @@
 """`callsync bench`: throughput against Celery's own ceiling, requests per call, latency, memory.
 
 One run, one isolated world (worker.bench_env): the simulators, real `celery worker` processes on
-the real broker, and a fresh database. First Celery's ceiling: as many `callsync.noop` tasks as the
-run has events, through the same broker, pool and concurrency. Then N calls as realistic threads
-(worker.bench_plan). Nothing is reported unless every call is complete with no duplicate
-(worker.bench_check).
+the real broker, and a fresh database. Celery's ceiling: as many `callsync.noop` tasks as the run
+has events, through the same broker, pool and concurrency, before the calls and again after them.
+In between, N calls as realistic threads (worker.bench_plan). Nothing is reported unless every
+call is complete with no duplicate (worker.bench_check).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from worker import bench_check as check
 from worker.adapters.models import CallRow, JournalRow, LegRow, RequestRow
 from worker.adapters.ratelimit import default_burst
-from worker.bench_cpu import CpuMeter, cpu_split
+from worker.bench_cpu import CpuMeter, CpuReading, cpu_split
 from worker.bench_env import (
     SANDBOX_CREDENTIALS,
     BenchError,
@@ -89,15 +89,18 @@ def run_bench(config: BenchConfig, say: Say = lambda _: None) -> dict[str, Any]:
         watch = BrokerWatch(config.broker_url)
         stack.callback(watch.client.close)
         meter = CpuMeter(fleet.pids(), sims.process.pid if sims.process else None)
-        noop = (measure_noop(publisher, watch, meter, len(plan.events), say)
-                if config.noop else None)
+        rounds: list[NoopRound] = []
+        if config.noop:
+            rounds.append(measure_noop(publisher, watch, meter, len(plan.events), say, "before"))
         engine = create_engine(database_url)
         stack.callback(engine.dispose)
         run = measure_calls(publisher, engine, plan, fleet, watch, meter, config, say)
+        if config.noop:
+            rounds.append(measure_noop(publisher, watch, meter, len(plan.events), say, "after"))
         say("checking the records")
         verdict = verify(engine, plan, sims)
         worker_errors = _worker_errors(fleet.logs())
-    return report(config, plan, noop, run, verdict, database_url, worker_errors)
+    return report(config, plan, ceiling(rounds), run, verdict, database_url, worker_errors)
 
 
 def _worker_env(config: BenchConfig, sims: SimulatorProcess, database_url: str) -> dict[str, str]:
@@ -151,32 +154,62 @@ class BrokerWatch:
 # --- Celery's ceiling -----------------------------------------------------------------------
 
 
-def measure_noop(publisher: Celery, watch: BrokerWatch, meter: CpuMeter, tasks: int, say: Say
-                 ) -> dict[str, Any]:
+@dataclass(frozen=True)
+class NoopRound:
+    """One measurement of Celery's ceiling: `tasks` empty tasks, first publish to last ack."""
+
+    tasks: int
+    seconds: float
+    cpu: tuple[CpuReading, CpuReading]
+
+    @property
+    def tasks_per_second(self) -> float:
+        return self.tasks / self.seconds
+
+
+def measure_noop(publisher: Celery, watch: BrokerWatch, meter: CpuMeter, tasks: int, say: Say,
+                 when: str) -> NoopRound:
     """Seconds for the workers to take and acknowledge `tasks` empty tasks, first publish to
     last acknowledgement (the queue and kombu's unacked hash both empty), and the CPU spent."""
-    say(f"Celery ceiling: {tasks} callsync.noop tasks")
-    client = watch.client
+    say(f"Celery ceiling, {when}: {tasks} callsync.noop tasks")
+    _wait_drained(watch)   # after the events: their last acknowledgements
     cpu_start = meter.read()
     started = time.perf_counter()
     with publisher.producer_or_acquire() as producer:
         for _ in range(tasks):
             publisher.send_task("callsync.noop", queue=QUEUE, producer=producer)
-    published = time.perf_counter() - started
-
-    def drained() -> bool:
-        return client.llen(QUEUE) == 0 and client.hlen("unacked") == 0
-
-    quiet = 0
-    while quiet < 2:  # twice in a row: a message is briefly in neither while it is handed over
-        quiet = quiet + 1 if drained() else 0
-        time.sleep(0.005)
+    _wait_drained(watch)
     elapsed = time.perf_counter() - started
-    cpu = cpu_split(cpu_start, meter.read(), tasks, per="task")
+    cpu_end = meter.read()
     if watch.lost(-1):
         raise BenchError(f"{watch.reason}: the no-op ceiling is void")
-    return {"tasks": tasks, "seconds": elapsed, "publish_seconds": published,
-            "tasks_per_second": tasks / elapsed, "cpu": cpu}
+    return NoopRound(tasks, elapsed, (cpu_start, cpu_end))
+
+
+def _wait_drained(watch: BrokerWatch, timeout: float = 300) -> None:
+    """Until the queue and kombu's unacked hash are both empty, twice in a row: a message is
+    briefly in neither while it is handed over."""
+    client, deadline, quiet = watch.client, time.monotonic() + timeout, 0
+    while quiet < 2:
+        quiet = quiet + 1 if client.llen(QUEUE) == 0 and client.hlen("unacked") == 0 else 0
+        if time.monotonic() > deadline:
+            raise BenchError(f"the broker still holds messages after {timeout:.0f}s")
+        time.sleep(0.005)
+
+
+def ceiling(rounds: list[NoopRound]) -> dict[str, Any] | None:
+    """Celery's ceiling over every round: all their tasks over all their seconds.
+
+    It is measured before and after the events, because this machine's speed drifts within a
+    run: a ceiling taken only before would be read against events run on a faster or slower
+    host.
+    """
+    if not rounds:
+        return None
+    tasks, seconds = sum(r.tasks for r in rounds), sum(r.seconds for r in rounds)
+    return {"tasks_per_second": tasks / seconds, "seconds": seconds,
+            "rounds": [r.tasks_per_second for r in rounds],
+            "cpu": cpu_split([r.cpu for r in rounds], tasks, per="task")}
 
 
 # --- callsync -------------------------------------------------------------------------------
@@ -223,7 +256,7 @@ def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFl
                 say(f"  {done}/{plan.calls} calls synced")
                 last = time.monotonic()
             time.sleep(0.2)
-        cpu = cpu_split(cpu_start, meter.read(), len(plan.events), per="event")
+        cpu = cpu_split([(cpu_start, meter.read())], len(plan.events), per="event")
         sampler.sample(time.time() - started)
     finally:
         sampler.stop()
@@ -314,6 +347,10 @@ def report(config: BenchConfig, plan: Plan, noop: dict[str, Any] | None, run: Ca
         "events_per_second": round(eps, 2),
         "noop_tasks_per_second": round(noop["tasks_per_second"], 2) if noop else None,
         "noop_seconds": round(noop["seconds"], 3) if noop else None,
+        # Before and after the events, and how far the machine drifted in between.
+        "noop_rounds_tasks_per_second": [round(r, 2) for r in noop["rounds"]] if noop else None,
+        "noop_drift_pct": (round((noop["rounds"][-1] / noop["rounds"][0] - 1) * 100, 1)
+                           if noop else None),
         "ratio_to_noop": round(eps / noop["tasks_per_second"], 3) if noop else None,
         "requests_per_call": round(requests["total"] / plan.calls, 3),
         "requests_per_call_minimum": round(verdict.minimum["minimum"] / plan.calls, 3),

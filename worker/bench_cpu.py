@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,13 +78,15 @@ class CpuMeter:
             "benchmark": benchmark}, machine_busy())
 
 
-def cpu_split(start: CpuReading, end: CpuReading, units: int, per: str) -> dict[str, Any]:
-    """Milliseconds of CPU per unit (`per`: task, event) by group between two readings, and how
-    many cores were busy on average."""
-    seconds = max(end.at - start.at, 1e-9)
-    used = {group: max(0.0, end.groups[group] - start.groups[group]) for group in GROUPS}
+def cpu_split(spans: Sequence[tuple[CpuReading, CpuReading]], units: int, per: str
+              ) -> dict[str, Any]:
+    """Milliseconds of CPU per unit (`per`: task, event) by group over the spans (each a start
+    and an end reading, taken together), and how many cores were busy on average."""
+    seconds = max(sum(end.at - start.at for start, end in spans), 1e-9)
+    used = {group: sum(max(0.0, end.groups[group] - start.groups[group])
+                       for start, end in spans) for group in GROUPS}
     # The machine's counter and the processes' are read a moment apart: never below their sum.
-    machine = max(end.machine - start.machine, sum(used.values()))
+    machine = max(sum(end.machine - start.machine for start, end in spans), sum(used.values()))
     used["rest_of_machine"] = machine - sum(used.values())
     used["all"] = machine
     return {

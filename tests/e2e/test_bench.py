@@ -53,6 +53,10 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     assert 3 <= report["requests_per_call"] <= 4.5
     assert report["ratio_to_noop"] == pytest.approx(
         report["events_per_second"] / report["noop_tasks_per_second"], rel=0.01)
+    # The ceiling is measured before the events and after them, and is both rounds together.
+    before, after = report["noop_rounds_tasks_per_second"]
+    assert min(before, after) <= report["noop_tasks_per_second"] <= max(before, after)
+    assert report["noop_drift_pct"] == pytest.approx((after / before - 1) * 100, abs=0.2)
     assert report["settings"]["pool"] == "prefork"
     assert report["settings"]["prefetch_multiplier"] == 2
     assert report["settings"]["database"] == "sqlite"
@@ -72,6 +76,7 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     console.print(result_table(report))
     text = console.export_text()
     assert f"{report['ratio_to_noop']}" in text
+    assert f"before the events {before:g}, after {after:g}" in text
     assert f"pool {events['worker_pool']:.2f}" in text and "CPU per no-op task (ms)" in text
     # The run closed every connection it opened on the database it claimed, and released it.
     client = redis.Redis.from_url(bench_broker)

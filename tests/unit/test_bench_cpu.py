@@ -19,7 +19,7 @@ def test_cpu_per_unit_by_group_and_the_rest_of_the_machine() -> None:
     start = reading(10.0, 100.0, worker_main=1.0, worker_pool=2.0, simulators=0.5, benchmark=0.2)
     end = reading(14.0, 107.0, worker_main=2.0, worker_pool=6.0, simulators=0.9, benchmark=0.3)
 
-    split = cpu_split(start, end, 1000, per="event")
+    split = cpu_split([(start, end)], 1000, per="event")
 
     assert split["seconds"] == 4.0
     assert split["cores_busy"] == 1.75   # 7 CPU seconds in 4 s
@@ -34,10 +34,23 @@ def test_the_machine_is_never_counted_below_its_processes() -> None:
     start = reading(0.0, 50.0)
     end = reading(1.0, 50.9, worker_main=0.5, worker_pool=0.5)
 
-    ms = cpu_split(start, end, 100, per="task")["ms_per_task"]
+    ms = cpu_split([(start, end)], 100, per="task")["ms_per_task"]
 
     assert ms["rest_of_machine"] == 0.0
     assert ms["all"] == pytest.approx(ms["worker_main"] + ms["worker_pool"]) == 10.0
+
+
+def test_spans_apart_are_added_and_the_time_between_them_is_not_counted() -> None:
+    # The no-op ceiling is measured before the events and after them: two spans of one figure.
+    before = (reading(0.0, 10.0, worker_main=1.0), reading(2.0, 12.0, worker_main=2.0))
+    after = (reading(60.0, 200.0, worker_main=50.0), reading(63.0, 203.0, worker_main=52.5))
+
+    split = cpu_split([before, after], 500, per="task")
+
+    assert split["seconds"] == 5.0        # not the 63 s from the first reading to the last
+    assert split["cores_busy"] == 1.0     # 5 CPU seconds in those 5 s
+    assert split["ms_per_task"]["worker_main"] == 7.0     # (1.0 + 2.5) s over 500 tasks
+    assert split["ms_per_task"]["rest_of_machine"] == 3.0
 
 
 # A stand-in for a prefork worker: it forks a child on request, which spends CPU and exits;
