@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 
 import pytest
 import redis
@@ -134,4 +136,32 @@ def test_of_two_runs_claiming_one_broker_database_at_once_exactly_one_wins(bench
         assert client.get(CLAIM_KEY) == b"a"
     finally:
         client.delete(CLAIM_KEY)
+        client.close()
+
+
+def test_the_ceiling_after_the_events_waits_for_an_empty_broker_and_gives_up_on_a_stuck_one(
+        bench_broker: str) -> None:
+    # The second no-op round starts only once the events' last messages are gone: a message
+    # still queued (or unacknowledged) holds it back, and one that never leaves fails the run
+    # with a reason instead of timing no-ops behind it.
+    from worker.bench import BrokerWatch, _wait_drained
+    from worker.bench_env import BenchError
+    from worker.celery_app import QUEUE
+
+    watch = BrokerWatch(bench_broker)
+    client = watch.client
+    try:
+        client.rpush(QUEUE, "a message of the events")
+        with pytest.raises(BenchError, match="still holds messages"):
+            _wait_drained(watch, timeout=0.3)
+        client.delete(QUEUE)
+        client.hset("unacked", "tag", "an unacknowledged message")
+        timer = threading.Timer(0.3, client.hdel, ("unacked", "tag"))
+        timer.start()
+        started = time.monotonic()
+        _wait_drained(watch, timeout=5)
+        assert time.monotonic() - started >= 0.25   # it waited for the acknowledgement
+        timer.join()
+    finally:
+        client.delete(QUEUE, "unacked")
         client.close()
