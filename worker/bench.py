@@ -145,10 +145,23 @@ class BrokerWatch:
             self.reason = "the broker restarted during the run (its queued messages are lost)"
         elif done != self.progress:
             self.progress, self.moved_at = done, time.monotonic()
-        elif (time.monotonic() - self.moved_at > self.stall_seconds
-              and self.client.llen(QUEUE) == 0 and self.client.hlen("unacked") == 0):
+        elif time.monotonic() - self.moved_at > self.stall_seconds and self.empty():
             self.reason = f"no progress for {self.stall_seconds:.0f}s and nothing queued"
         return self.reason is not None
+
+    def empty(self) -> bool:
+        """Nothing queued and nothing unacknowledged (kombu's unacked hash)."""
+        return self.client.llen(QUEUE) == 0 and self.client.hlen("unacked") == 0
+
+    def wait_empty(self, timeout: float = 300) -> None:
+        """Until the broker is empty twice in a row: a message is briefly in neither the queue
+        nor the unacked hash while it is handed over."""
+        deadline, quiet = time.monotonic() + timeout, 0
+        while quiet < 2:
+            quiet = quiet + 1 if self.empty() else 0
+            if time.monotonic() > deadline:
+                raise BenchError(f"the broker still holds messages after {timeout:.0f}s")
+            time.sleep(0.005)
 
 
 # --- Celery's ceiling -----------------------------------------------------------------------
@@ -172,29 +185,18 @@ def measure_noop(publisher: Celery, watch: BrokerWatch, meter: CpuMeter, tasks: 
     """Seconds for the workers to take and acknowledge `tasks` empty tasks, first publish to
     last acknowledgement (the queue and kombu's unacked hash both empty), and the CPU spent."""
     say(f"Celery ceiling, {when}: {tasks} callsync.noop tasks")
-    _wait_drained(watch)   # after the events: their last acknowledgements
+    watch.wait_empty()   # after the events: their last acknowledgements
     cpu_start = meter.read()
     started = time.perf_counter()
     with publisher.producer_or_acquire() as producer:
         for _ in range(tasks):
             publisher.send_task("callsync.noop", queue=QUEUE, producer=producer)
-    _wait_drained(watch)
+    watch.wait_empty()
     elapsed = time.perf_counter() - started
     cpu_end = meter.read()
     if watch.lost(-1):
         raise BenchError(f"{watch.reason}: the no-op ceiling is void")
     return NoopRound(tasks, elapsed, (cpu_start, cpu_end))
-
-
-def _wait_drained(watch: BrokerWatch, timeout: float = 300) -> None:
-    """Until the queue and kombu's unacked hash are both empty, twice in a row: a message is
-    briefly in neither while it is handed over."""
-    client, deadline, quiet = watch.client, time.monotonic() + timeout, 0
-    while quiet < 2:
-        quiet = quiet + 1 if client.llen(QUEUE) == 0 and client.hlen("unacked") == 0 else 0
-        if time.monotonic() > deadline:
-            raise BenchError(f"the broker still holds messages after {timeout:.0f}s")
-        time.sleep(0.005)
 
 
 def ceiling(rounds: list[NoopRound]) -> dict[str, Any] | None:

@@ -144,7 +144,7 @@ def test_the_ceiling_after_the_events_waits_for_an_empty_broker_and_gives_up_on_
     # The second no-op round starts only once the events' last messages are gone: a message
     # still queued (or unacknowledged) holds it back, and one that never leaves fails the run
     # with a reason instead of timing no-ops behind it.
-    from worker.bench import BrokerWatch, _wait_drained
+    from worker.bench import BrokerWatch
     from worker.bench_env import BenchError
     from worker.celery_app import QUEUE
 
@@ -153,13 +153,13 @@ def test_the_ceiling_after_the_events_waits_for_an_empty_broker_and_gives_up_on_
     try:
         client.rpush(QUEUE, "a message of the events")
         with pytest.raises(BenchError, match="still holds messages"):
-            _wait_drained(watch, timeout=0.3)
+            watch.wait_empty(timeout=0.3)
         client.delete(QUEUE)
         client.hset("unacked", "tag", "an unacknowledged message")
         timer = threading.Timer(0.3, client.hdel, ("unacked", "tag"))
         timer.start()
         started = time.monotonic()
-        _wait_drained(watch, timeout=5)
+        watch.wait_empty(timeout=5)
         assert time.monotonic() - started >= 0.25   # it waited for the acknowledgement
         timer.join()
     finally:
