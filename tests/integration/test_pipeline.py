@@ -230,14 +230,16 @@ def test_an_event_costs_one_transaction_plus_one_per_batch_of_steps(make_service
         _, driven = handle_event(svc, raw)
         return len(commits), len(statements), len(checkouts), driven.steps
 
-    # journal (thread + claim, call, journal: 3) and read (1: events and legs together)
-    # statements; a batch of steps: its legs, thread and requests (3), but the last batch
-    # writes the thread only if its top-level changed, and the release (1) rides with the last
-    # transaction; a call's state is saved where it changed
-    assert cost(new) == (2, 8, 1, 1)           # a new thread, not read back: the top-level
-    assert cost(in_process) == (1, 5, 1, 0)    # nothing to send, no state to change: 1 transaction
-    assert cost(stopped) == (2, 8, 1, 3)       # end, phoneCall and Caliq in one batch
-    assert cost(stopped) == (1, 5, 1, 0)       # a duplicate: nothing changed, no state saved
+    # journal (thread + claim, call, journal: 3 statements, or on PostgreSQL one call of a
+    # function made of the three) and read (1: events and legs together); a batch of steps: its
+    # legs, thread and requests (3), but the last batch writes the thread only if its top-level
+    # changed, and the release (1) rides with the last transaction; a call's state is saved
+    # where it changed
+    journal = 1 if engine.dialect.name == "postgresql" else 3
+    assert cost(new) == (2, 5 + journal, 1, 1)         # a new thread, not read back
+    assert cost(in_process) == (1, 2 + journal, 1, 0)  # nothing to send or change: 1 transaction
+    assert cost(stopped) == (2, 5 + journal, 1, 3)     # end, phoneCall and Caliq in one batch
+    assert cost(stopped) == (1, 2 + journal, 1, 0)     # a duplicate: nothing changed or saved
 
 
 def test_a_step_is_kept_when_the_lease_was_taken_over_meanwhile(make_services, simulators):

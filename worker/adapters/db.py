@@ -102,7 +102,20 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         return engine
     engine = create_engine(url, pool_size=pool_size, max_overflow=0)
     _ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
+    _create_functions_on_connect(engine)
     return engine
+
+
+def _create_functions_on_connect(engine: Engine) -> None:
+    """The hot path's temporary functions (worker.adapters.pg_function) live as long as their
+    connection: every new one creates them before the pool hands it out."""
+    @event.listens_for(engine, "connect")
+    def _create(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # Imported here: the functions are the repository's SQL, which this module does not
+        # otherwise know of.
+        from worker.adapters.repository import install_functions
+
+        install_functions(dbapi_connection, engine.dialect)
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    String,
     and_,
     bindparam,
     case,
@@ -42,6 +43,7 @@ from worker.adapters.models import (
     RequestRow,
     ThreadRow,
 )
+from worker.adapters.pg_function import Part, PgFunction
 from worker.adapters.prepared import Prepared, PreparedRows, RowBinds
 from worker.domain.events import PhoneCallEvent, Status, merge_events
 from worker.domain.plan import LEGS, CallState, CallSync, Leg, LegState, ThreadState
@@ -94,8 +96,9 @@ class _Statements:
         joined = select(calls_t.c.thread_key).where(
             calls_t.c.interaction_id == p("call")).scalar_subquery()
         new_thread = insert(threads_t).values(
-            thread_key=func.coalesce(joined, p("thread")), version=1, created_at=p("now"),
-            updated_at=p("now"), lease_owner=p("owner"), lease_expires_at=p("expires"))
+            thread_key=func.coalesce(joined, p("thread", type_=String)), version=1,
+            created_at=p("now"), updated_at=p("now"), lease_owner=p("owner"),
+            lease_expires_at=p("expires"))
         lease_free = threads_t.c.lease_owner.is_(None)
         self.bump_and_claim = new_thread.on_conflict_do_update(
             index_elements=[threads_t.c.thread_key],
@@ -214,6 +217,15 @@ class _Statements:
         self.end_delivery = update(deliveries_t).where(
             deliveries_t.c.key == p("delivery"), deliveries_t.c.in_flight > 0
         ).values(in_flight=deliveries_t.c.in_flight - 1)
+        # On PostgreSQL an event's three journal statements are one round trip: a function made
+        # of them (worker.adapters.pg_function), created on every connection (install_functions).
+        self.accept = PgFunction("callsync_accept", [
+            Part(self.bump_and_claim, into=("thread_key", "version", "lease_owner",
+                                            "lease_expires_at")),
+            Part(self.upsert_call, into=("call_thread",), feed={"thread": "thread_key"}),
+            Part(self.journal_event, into=("outcome",)),
+        ], dialect) if dialect.name == "postgresql" else None
+        self.functions = (self.accept,) if self.accept is not None else ()
         for name in PREPARED:
             setattr(self, name, Prepared(getattr(self, name), dialect))
 
@@ -262,6 +274,12 @@ def _run(db: Db) -> tuple[Connection, _Statements]:
     return conn, _statements_for(conn.dialect)
 
 
+def install_functions(dbapi_connection: Any, dialect: Dialect) -> None:
+    """Create the hot path's PostgreSQL functions on a new connection (see make_engine)."""
+    for function in _statements_for(dialect).functions:
+        function.install(dbapi_connection)
+
+
 # --- events ---------------------------------------------------------------------------------
 
 
@@ -289,21 +307,24 @@ def accept_event(
     version moves, so whoever holds its lease looks again.
     """
     conn, sql = _run(session)
-    call_id, status = event.interaction_id, int(event.status)
+    journaled = {
+        "call": event.interaction_id, "thread": event.thread_key, "owner": owner, "now": now,
+        "expires": now + lease, "new_status": int(event.status), "from": source,
+        "task": task_id, "event_thread": event.thread_key, "fingerprint": event.fingerprint(),
+        "body": payload,
+    }
     # Locks in one order everywhere (threads, then calls), or PostgreSQL finds deadlocks.
-    thread = sql.bump_and_claim.run(conn, {
-        "call": call_id, "thread": event.thread_key, "owner": owner, "now": now,
-        "expires": now + lease}).one()
+    if sql.accept is not None:   # PostgreSQL: the three statements below, in one round trip
+        thread = sql.accept.run(conn, journaled)
+        call_thread, outcome = thread.call_thread, thread.outcome
+    else:
+        thread = sql.bump_and_claim.run(conn, journaled).one()
+        # The call's thread, which differs from the one just bumped only when another worker's
+        # first event of the same call, naming another thread, committed in between.
+        call_thread = sql.upsert_call.run(
+            conn, {**journaled, "thread": thread.thread_key}).scalar_one()
+        outcome = sql.journal_event.run(conn, journaled).scalar_one()
     thread_key = thread.thread_key
-    # The call's thread, which differs from the one just bumped only when another worker's
-    # first event of the same call, naming another thread, committed in between.
-    call_thread = sql.upsert_call.run(conn, {
-        "call": call_id, "thread": thread_key, "new_status": status, "now": now}).scalar_one()
-    outcome = sql.journal_event.run(conn, {
-        "now": now, "from": source, "task": task_id, "call": call_id,
-        "event_thread": event.thread_key, "new_status": status,
-        "fingerprint": event.fingerprint(), "body": payload,
-    }).scalar_one()
     params = {"thread": thread_key, "owner": owner, "now": now, "expires": now + lease}
     if thread.lease_owner == owner:
         fresh = thread.version == 1 and call_thread == thread_key

@@ -1,0 +1,110 @@
+"""The journal's statements as one PL/pgSQL function on a real PostgreSQL server: every new
+connection has it, and it answers and writes exactly as the statements sent one by one."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import bindparam, exc, select, update
+
+from tests.factories import call_events, thread_events
+from tests.postgres import backend_pid, kill_backend
+from worker.adapters import db
+from worker.adapters import repository as repo
+from worker.adapters.models import CallRow, JournalRow, ThreadRow
+from worker.adapters.pg_function import Part, PgFunction
+from worker.domain.events import validate_event
+from worker.service import utcnow
+
+pytestmark = pytest.mark.postgres
+LEASE = timedelta(seconds=60)
+
+
+@pytest.fixture
+def engine(postgres_url: str):  # type: ignore[no-untyped-def]
+    engine = db.make_engine(postgres_url, pool_size=1)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def run() -> str:
+    """A prefix of this test's own for its calls and threads (the database is shared)."""
+    return uuid.uuid4().hex[:8]
+
+
+def _journal(engine, events, owner: str) -> list[tuple[str, str, bool]]:  # type: ignore[no-untyped-def]
+    """Each event's outcome, thread and whether `owner` got the lease (released after each)."""
+    answers = []
+    for raw in events:
+        with engine.begin() as conn:
+            outcome, thread_key, claim = repo.accept_event(
+                conn, validate_event(raw), payload=json.dumps(raw), source="test", task_id=None,
+                now=utcnow(), owner=owner, lease=LEASE)
+            answers.append((outcome, thread_key, claim is not None))
+            if claim is not None:
+                repo.abandon_lease(conn, claim)
+    return answers
+
+
+def _stored(engine, prefix: str):  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        threads = conn.execute(select(ThreadRow.version, ThreadRow.lease_owner).where(
+            ThreadRow.thread_key.startswith(prefix)).order_by(ThreadRow.thread_key)).all()
+        calls = conn.execute(select(CallRow.status, CallRow.sync_state).where(
+            CallRow.interaction_id.startswith(prefix)).order_by(CallRow.interaction_id)).all()
+        journal = conn.execute(select(JournalRow.status, JournalRow.outcome).where(
+            JournalRow.interaction_id.startswith(prefix)).order_by(JournalRow.id)).all()
+    return threads, calls, journal
+
+
+def test_the_function_answers_and_writes_as_the_statements_one_by_one(
+        engine, run: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sql = repo._statements_for(engine.dialect)
+    assert sql.accept is not None
+
+    def events(prefix: str) -> list[dict]:  # type: ignore[type-arg]
+        thread = thread_events(prefix, consults=1)
+        new, in_process, stopped = call_events(f"{prefix}-late", thread_id=prefix)
+        # a duplicate, a stale event and a call joining a thread it did not name
+        return [*thread, thread[0], stopped, in_process, new,
+                {**call_events(f"{prefix}-c1")[2], "thread_id": f"{prefix}-other"}]
+
+    function, statements = f"fn{run}", f"st{run}"
+    by_function = _journal(engine, events(function), owner="w")
+    with monkeypatch.context() as patched:
+        patched.setattr(sql, "accept", None)   # the three statements, as on SQLite
+        by_statements = _journal(engine, events(statements), owner="w")
+    assert [(o, t.replace(function, statements, 1), c)
+            for o, t, c in by_function] == by_statements
+    assert {o for o, _, _ in by_function} == {"accepted", "duplicate", "stale"}
+    assert _stored(engine, function) == _stored(engine, statements)
+
+
+def test_a_connection_made_after_one_was_lost_has_the_function(
+        engine, run: str, postgres_url: str) -> None:
+    assert _journal(engine, call_events(f"before{run}")[:1], owner="w")[0][0] == "accepted"
+    kill_backend(postgres_url, backend_pid(engine))
+    with pytest.raises(exc.OperationalError) as lost:   # the task is retried
+        _journal(engine, call_events(f"lost{run}")[:1], owner="w")
+    assert lost.value.connection_invalidated
+    assert _journal(engine, call_events(f"after{run}")[:1], owner="w")[0][0] == "accepted"
+
+
+def test_a_statement_that_returns_no_row_fails_the_call_and_its_transaction(
+        engine, run: str) -> None:
+    """INTO STRICT: exactly one row, as the statements' callers ask with `.one()`."""
+    threads_t = ThreadRow.__table__
+    bump = update(threads_t).where(threads_t.c.thread_key == bindparam("key")).values(
+        version=threads_t.c.version + 1).returning(threads_t.c.version)
+    function = PgFunction("callsync_test_bump", [Part(bump, into=("version",))], engine.dialect)
+    _journal(engine, call_events(f"strict{run}")[:1], owner="w")
+    with engine.connect() as conn:
+        function.install(conn.connection.dbapi_connection)
+        with conn.begin():
+            assert function.run(conn, {"key": f"strict{run}"}).version == 2
+        with pytest.raises(exc.DBAPIError, match="query returned no rows"), conn.begin():
+            function.run(conn, {"key": "no such thread"})
