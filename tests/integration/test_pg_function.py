@@ -36,8 +36,9 @@ def run() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def _journal(engine, events, owner: str) -> list[tuple[str, str, bool]]:  # type: ignore[no-untyped-def]
-    """Each event's outcome, thread and whether `owner` got the lease (released after each)."""
+def _journal(engine, events, owner: str, keep: bool = False) -> list[tuple[str, str, bool]]:  # type: ignore[no-untyped-def]
+    """Each event's outcome, thread and whether `owner` got the lease (given back after each,
+    unless `keep`)."""
     answers = []
     for raw in events:
         with engine.begin() as conn:
@@ -45,20 +46,25 @@ def _journal(engine, events, owner: str) -> list[tuple[str, str, bool]]:  # type
                 conn, validate_event(raw), payload=json.dumps(raw), source="test", task_id=None,
                 now=utcnow(), owner=owner, lease=LEASE)
             answers.append((outcome, thread_key, claim is not None))
-            if claim is not None:
+            if claim is not None and not keep:
                 repo.abandon_lease(conn, claim)
     return answers
 
 
 def _stored(engine, prefix: str):  # type: ignore[no-untyped-def]
+    """The rows of the calls and threads named `prefix`..., with the prefix taken out."""
     with engine.connect() as conn:
-        threads = conn.execute(select(ThreadRow.version, ThreadRow.lease_owner).where(
+        threads = conn.execute(select(ThreadRow.thread_key, ThreadRow.version,
+                                      ThreadRow.lease_owner).where(
             ThreadRow.thread_key.startswith(prefix)).order_by(ThreadRow.thread_key)).all()
-        calls = conn.execute(select(CallRow.status, CallRow.sync_state).where(
+        calls = conn.execute(select(CallRow.interaction_id, CallRow.thread_key, CallRow.status,
+                                    CallRow.sync_state).where(
             CallRow.interaction_id.startswith(prefix)).order_by(CallRow.interaction_id)).all()
-        journal = conn.execute(select(JournalRow.status, JournalRow.outcome).where(
+        journal = conn.execute(select(JournalRow.thread_key, JournalRow.status,
+                                      JournalRow.outcome).where(
             JournalRow.interaction_id.startswith(prefix)).order_by(JournalRow.id)).all()
-    return threads, calls, journal
+    return [tuple(v.replace(prefix, "", 1) if isinstance(v, str) else v for v in row)
+            for rows in (threads, calls, journal) for row in rows]
 
 
 def test_the_function_answers_and_writes_as_the_statements_one_by_one(
@@ -73,14 +79,23 @@ def test_the_function_answers_and_writes_as_the_statements_one_by_one(
         return [*thread, thread[0], stopped, in_process, new,
                 {**call_events(f"{prefix}-c1")[2], "thread_id": f"{prefix}-other"}]
 
+    def journal(prefix: str) -> list[tuple[str, str, bool]]:
+        answers = _journal(engine, events(prefix), owner="w")
+        # and while another worker holds the thread's lease: the event is left to it
+        answers += _journal(engine, call_events(f"{prefix}-busy", thread_id=prefix)[:1],
+                            owner="holder", keep=True)
+        return answers + _journal(engine, call_events(f"{prefix}-busy", thread_id=prefix)[1:2],
+                                  owner="w")
+
     function, statements = f"fn{run}", f"st{run}"
-    by_function = _journal(engine, events(function), owner="w")
+    by_function = journal(function)
     with monkeypatch.context() as patched:
         patched.setattr(sql, "accept", None)   # the three statements, as on SQLite
-        by_statements = _journal(engine, events(statements), owner="w")
+        by_statements = journal(statements)
     assert [(o, t.replace(function, statements, 1), c)
             for o, t, c in by_function] == by_statements
     assert {o for o, _, _ in by_function} == {"accepted", "duplicate", "stale"}
+    assert by_function[-1] == ("accepted", function, False)
     assert _stored(engine, function) == _stored(engine, statements)
 
 
