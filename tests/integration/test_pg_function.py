@@ -123,3 +123,36 @@ def test_a_statement_that_returns_no_row_fails_the_call_and_its_transaction(
             assert function.run(conn, {"key": f"strict{run}"}).version == 2
         with pytest.raises(exc.DBAPIError, match="query returned no rows"), conn.begin():
             function.run(conn, {"key": "no such thread"})
+
+
+def test_check_names_a_role_that_cannot_create_the_function(postgres_url: str, run: str) -> None:
+    """`callsync check` creates the function as a worker's connection does, and says what a
+    role without the TEMP privilege lacks (the workers would fail every task otherwise)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from worker.commands.health import _database
+
+    assert _database(postgres_url).endswith("the journal's temporary function created")
+    server = make_url(postgres_url)
+    name = f"callsync_notemp_{run}"
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE ROLE "{name}" LOGIN'))
+        conn.execute(text(f'REVOKE TEMPORARY ON DATABASE "{name}" FROM PUBLIC'))
+    try:
+        db.upgrade(server.set(database=name).render_as_string(hide_password=False))
+        owner = create_engine(server.set(database=name))
+        with owner.begin() as conn:
+            conn.execute(text(f'GRANT SELECT ON alembic_version TO "{name}"'))
+        owner.dispose()
+        as_role = server.set(database=name, username=name).render_as_string(hide_password=False)
+        with pytest.raises(RuntimeError, match="the workers' role needs the TEMP privilege") as no:
+            _database(as_role)
+        assert "permission denied to create temporary tables" in str(no.value)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
+        admin.dispose()

@@ -1,16 +1,22 @@
 """`callsync check`: is this deployment able to work? One line per dependency, OK or why not.
 
-Each check is cheap and bounded by short timeouts; none writes anything. Secrets never appear
-in a detail: the broker URL is shown masked and remote messages are scrubbed.
+Each check is cheap and bounded by short timeouts; none writes anything that outlasts it (on
+PostgreSQL the database check creates the journal's temporary function, as every worker
+connection does, and it goes with the connection). Secrets never appear in a detail: the
+broker URL is shown masked and remote messages are scrubbed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from worker.adapters.http import ErrorKind, RemoteError
 from worker.settings import BaseConfig, Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 TIMEOUT = (5.0, 10.0)   # connect, read: a health check must answer quickly
 
@@ -68,9 +74,27 @@ def _database(url: str) -> str:
         if not is_migrated(engine):
             raise RuntimeError(f"{shown}: reachable, but not migrated to the latest schema "
                                "(run `callsync db upgrade`)")
+        if is_sqlite(url):
+            return f"{shown}: reachable, schema up to date"
+        _create_functions(engine, shown)
     finally:
         engine.dispose()
-    return f"{shown}: reachable, schema up to date"
+    return f"{shown}: reachable, schema up to date, the journal's temporary function created"
+
+
+def _create_functions(engine: Engine, shown: str) -> None:
+    """What every worker connection to PostgreSQL does first (see worker.adapters.db)."""
+    from worker.adapters.repository import install_functions
+
+    with engine.connect() as conn:
+        try:
+            install_functions(conn.connection.dbapi_connection, engine.dialect)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            reason = str(exc).splitlines()[0]
+            raise RuntimeError(
+                f"{shown}: reachable, but the journal's temporary function cannot be created "
+                f"({reason}); the workers' role needs the TEMP privilege on this database"
+            ) from exc
 
 
 def _broker(url: str) -> str:
