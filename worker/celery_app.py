@@ -3,7 +3,7 @@
 `celery -A worker worker -Q callsync` finds it as `worker.app`. Configuration comes only from the
 environment (worker.settings). At worker start the full settings and the mapping files are
 validated, and the embedded SQLite is migrated; a worker with a broken configuration refuses to
-start, naming each bad setting.
+start, naming each bad setting. Each prefork child builds its services as it starts.
 """
 
 from __future__ import annotations
@@ -84,13 +84,13 @@ def _setup_logging(**_: Any) -> None:
 @signals.worker_init.connect
 def _check_configuration(**_: Any) -> None:
     """Refuse to start on a bad configuration; migrate the embedded database."""
-    from worker.bootstrap import prepare_database
-    from worker.mapping import MappingError, load_mappings
+    from worker.bootstrap import preload, prepare_database
+    from worker.mapping import MappingError
     from worker.settings import get_settings
 
     try:
         settings = get_settings()
-        load_mappings(settings.callsync_mappings_dir, settings.mapping_settings())
+        preload(settings)
     except (SettingsError, MappingError) as exc:
         print(f"callsync worker cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -103,6 +103,15 @@ def _check_configuration(**_: Any) -> None:
     configure_logging(settings.log_level, settings.secrets())
     for warning in delivery_warnings(settings):
         structlog.get_logger("callsync").warning("configuration risk", detail=warning)
+
+
+@signals.worker_process_init.connect
+def _build_services_in_child(**_: Any) -> None:
+    """A prefork child builds its services (engine, HTTP pools, rate limiters: no connection
+    yet) as it starts, from what its parent preloaded, not on its first task."""
+    from worker.bootstrap import get_services
+
+    get_services()
 
 
 # Celery's threads pool acknowledges a finished task from the pool thread, and the consumer's

@@ -43,7 +43,7 @@ def run_demo(console: Console, *, threads: int = 3, timeout: float = 60.0) -> in
     from celery.contrib.testing.worker import start_worker
 
     from worker.adapters.models import CallRow, JournalRow
-    from worker.bootstrap import get_services, prepare_database
+    from worker.bootstrap import get_services, prepare_database, reset_services
     from worker.celery_app import QUEUE, app
     from worker.sandbox.admin import SimulatorAdmin
     from worker.sandbox.server import Simulators
@@ -61,7 +61,7 @@ def run_demo(console: Console, *, threads: int = 3, timeout: float = 60.0) -> in
             broker = "memory://"
         app.conf.broker_url = broker
         get_settings.cache_clear()
-        get_services.cache_clear()
+        reset_services()
         settings = get_settings()
         prepare_database(settings.database_url)
         console.print(f"[bold]callsync demo[/bold]  broker={broker}  "

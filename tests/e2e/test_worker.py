@@ -10,6 +10,7 @@ import sys
 import pytest
 from celery import Celery
 
+from tests.conftest import sandbox_env
 from tests.e2e.conftest import REPO, wait_for
 from tests.factories import event, stream
 from worker.domain.events import Status
@@ -86,6 +87,18 @@ def test_worker_refuses_to_start_without_crm_settings(tmp_path):
     assert result.returncode != 0
     for name in ("ORACLE_BASE_URL", "CALIQ_BASE_URL", "CALIQ_API_KEY", "CALIQ_CHANNEL_ID"):
         assert name in result.stderr, result.stderr
+
+
+def test_worker_refuses_to_start_on_a_database_it_has_no_driver_for(simulators, tmp_path):
+    env = {**os.environ, **sandbox_env(simulators, "postgresql+nosuchdriver://svc:hunter2@db/x"),
+           "CELERY_BROKER_URL": "memory://"}
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "callsync"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "DATABASE_URL: no driver for 'postgresql+nosuchdriver'" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
 
 
 def test_a_worker_reserves_what_its_prefetch_multiplier_allows(start_worker, broker_url,

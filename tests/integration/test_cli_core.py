@@ -19,16 +19,18 @@ from worker.sandbox.admin import SimulatorAdmin
 
 @pytest.fixture
 def cli_env(monkeypatch, simulators, database_url):
-    from worker.bootstrap import get_services
+    from worker.bootstrap import reset_services
     from worker.settings import get_base_config, get_settings
 
     for name, value in sandbox_env(simulators, database_url).items():
         monkeypatch.setenv(name, value)
-    for cached in (get_settings, get_services, get_base_config):
+    for cached in (get_settings, get_base_config):
         cached.cache_clear()
+    reset_services()
     yield database_url
-    for cached in (get_settings, get_services, get_base_config):
+    for cached in (get_settings, get_base_config):
         cached.cache_clear()
+    reset_services()
 
 
 def test_migrations_match_the_models(database_url):

@@ -20,7 +20,7 @@ runner = CliRunner()
 @pytest.fixture
 def env(simulators, database_url, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
     """The process environment the commands read, and fresh process-wide caches."""
-    from worker.bootstrap import get_services
+    from worker.bootstrap import reset_services
     from worker.settings import get_settings
 
     values = sandbox_env(simulators, database_url, CELERY_BROKER_URL=REDIS_URL,
@@ -36,7 +36,7 @@ def env(simulators, database_url, monkeypatch, tmp_path):  # type: ignore[no-unt
             else:
                 monkeypatch.setenv(key, value)
         get_settings.cache_clear()
-        get_services.cache_clear()
+        reset_services()
 
     reset()
     yield reset
