@@ -445,3 +445,20 @@ def test_latency_and_admin_reset(oracle: requests.Session, sims: Simulators) -> 
     assert admin.requests_log() == [] and admin.faults() == []
     with pytest.raises(requests.HTTPError):
         admin.set_faults([{"action": "teapot"}])
+
+
+def test_every_reply_has_its_own_request_id_and_its_whole_body(sims: Simulators) -> None:
+    """Many threads' kept-alive connections at once: ids never repeat, and every body arrives
+    whole (the head and the body go out in one write)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def query(n: int) -> list[str]:
+        with requests.Session() as session:
+            replies = [session.get(url(sims, "interactions"), auth=AUTH,
+                                   params={"q": f"MediaItemId=m{n}-{k}"}) for k in range(10)]
+        assert all(r.status_code == 200 and r.json()["count"] == 0 for r in replies)
+        return [r.headers["X-Request-Id"] for r in replies]
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = [i for batch in pool.map(query, range(8)) for i in batch]
+    assert len(ids) == 80 and len(set(ids)) == 80
