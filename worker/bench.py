@@ -209,9 +209,15 @@ def ceiling(rounds: list[NoopRound]) -> dict[str, Any] | None:
     if not rounds:
         return None
     tasks, seconds = sum(r.tasks for r in rounds), sum(r.seconds for r in rounds)
-    return {"tasks_per_second": tasks / seconds, "seconds": seconds,
-            "rounds": [r.tasks_per_second for r in rounds],
+    rates = [r.tasks_per_second for r in rounds]
+    return {"tasks_per_second": tasks / seconds, "seconds": seconds, "rounds": rates,
+            "steady": max(rates) <= min(rates) * (1 + STEADY_SPREAD),
             "cpu": cpu_split([r.cpu for r in rounds], tasks, per="task")}
+
+
+# Rounds further apart than this say the host changed speed during the run: its ratio is then
+# reported with the one against the faster round, the more cautious of the two.
+STEADY_SPREAD = 0.30
 
 
 # --- callsync -------------------------------------------------------------------------------
@@ -354,6 +360,8 @@ def report(config: BenchConfig, plan: Plan, noop: dict[str, Any] | None, run: Ca
         "noop_drift_pct": (round((noop["rounds"][-1] / noop["rounds"][0] - 1) * 100, 1)
                            if noop else None),
         "ratio_to_noop": round(eps / noop["tasks_per_second"], 3) if noop else None,
+        "noop_rounds_steady": noop["steady"] if noop else None,
+        "ratio_to_fastest_noop_round": round(eps / max(noop["rounds"]), 3) if noop else None,
         "requests_per_call": round(requests["total"] / plan.calls, 3),
         "requests_per_call_minimum": round(verdict.minimum["minimum"] / plan.calls, 3),
         "excess_requests": requests["total"] - verdict.minimum["minimum"],

@@ -59,6 +59,9 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     before, after = report["noop_rounds_tasks_per_second"]
     assert min(before, after) <= report["noop_tasks_per_second"] <= max(before, after)
     assert report["noop_drift_pct"] == pytest.approx((after / before - 1) * 100, abs=0.2)
+    assert report["noop_rounds_steady"] is (max(before, after) <= min(before, after) * 1.3)
+    assert report["ratio_to_fastest_noop_round"] == pytest.approx(
+        report["events_per_second"] / max(before, after), rel=0.01)
     assert report["settings"]["pool"] == "prefork"
     assert report["settings"]["prefetch_multiplier"] == 2
     assert report["settings"]["database"] == "sqlite"

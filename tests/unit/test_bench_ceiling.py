@@ -34,3 +34,26 @@ def test_one_round_is_its_own_ceiling_and_none_is_none() -> None:
 
     assert only is not None and only["tasks_per_second"] == 200.0 and only["rounds"] == [200.0]
     assert ceiling([]) is None
+
+
+def test_rounds_more_than_thirty_percent_apart_are_not_steady() -> None:
+    def rounds(*rates: float) -> list[NoopRound]:
+        return [NoopRound(int(rate * 2), 2.0, span(n * 50.0, 2.0, 1.0))
+                for n, rate in enumerate(rates)]
+
+    for before, after, steady in ((800, 700, True), (700, 910, True), (807, 496, False),
+                                  (324, 668, False)):
+        found = ceiling(rounds(before, after))
+        assert found is not None and found["steady"] is steady, (before, after)
+
+
+def test_the_readable_ratio_warns_of_an_unsteady_ceiling() -> None:
+    from worker.commands.bench import _ratio
+
+    steady = {"ratio_to_noop": 0.31, "noop_rounds_steady": True,
+              "ratio_to_fastest_noop_round": 0.30}
+    assert _ratio(steady) == "0.31"
+    unsteady = {**steady, "ratio_to_noop": 0.357, "noop_rounds_steady": False,
+                "ratio_to_fastest_noop_round": 0.272}
+    assert _ratio(unsteady) == ("0.357 (the ceiling's rounds are more than 30% apart: "
+                                "against the faster one, 0.272)")

@@ -83,6 +83,16 @@ def _ceiling(result: dict[str, Any]) -> str:
             f"{rounds[-1]:g}: {result['noop_drift_pct']:+}%)")
 
 
+def _ratio(result: dict[str, Any]) -> str:
+    from worker.bench import STEADY_SPREAD
+
+    ratio = str(result["ratio_to_noop"])
+    if result.get("noop_rounds_steady") is False:
+        ratio += (f" (the ceiling's rounds are more than {STEADY_SPREAD:.0%} apart: against the "
+                  f"faster one, {result['ratio_to_fastest_noop_round']})")
+    return ratio
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -99,7 +109,7 @@ def result_table(result: dict[str, Any]) -> Table:
         ("calls per hour", f"{result['calls_per_hour']:,}"),
         ("events per second", result["events_per_second"]),
         ("Celery no-op tasks per second", _ceiling(result)),
-        ("ratio to no-op", result["ratio_to_noop"]),
+        ("ratio to no-op", _ratio(result)),
         ("requests per call (minimum)",
          f"{result['requests_per_call']} ({result['requests_per_call_minimum']})"),
         ("GET requests", result["get_requests"]),
