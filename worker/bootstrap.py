@@ -59,8 +59,8 @@ def build_services(settings: Settings, mappings: Mappings | None = None) -> Serv
                                                   pool_size=settings.connection_pool_size)),
         oracle=oracle,
         caliq=caliq,
-        mappings=mappings or load_mappings(settings.callsync_mappings_dir,
-                                           settings.mapping_settings()),
+        mappings=(mappings if mappings is not None
+                  else load_mappings(settings.callsync_mappings_dir, settings.mapping_settings())),
         lease=timedelta(seconds=settings.lease_seconds),
         retry_backoff_max=settings.retry_backoff_max_seconds,
         retry_max_attempts=settings.retry_max_attempts,
