@@ -199,6 +199,11 @@ def measure_noop(publisher: Celery, watch: BrokerWatch, meter: CpuMeter, tasks: 
     return NoopRound(tasks, elapsed, (cpu_start, cpu_end))
 
 
+# Rounds further apart than this say the host changed speed during the run: its ratio is then
+# reported with the one against the faster round, the more cautious of the two.
+STEADY_SPREAD = 0.30
+
+
 def ceiling(rounds: list[NoopRound]) -> dict[str, Any] | None:
     """Celery's ceiling over every round: all their tasks over all their seconds.
 
@@ -213,11 +218,6 @@ def ceiling(rounds: list[NoopRound]) -> dict[str, Any] | None:
     return {"tasks_per_second": tasks / seconds, "seconds": seconds, "rounds": rates,
             "steady": max(rates) <= min(rates) * (1 + STEADY_SPREAD),
             "cpu": cpu_split([r.cpu for r in rounds], tasks, per="task")}
-
-
-# Rounds further apart than this say the host changed speed during the run: its ratio is then
-# reported with the one against the faster round, the more cautious of the two.
-STEADY_SPREAD = 0.30
 
 
 # --- callsync -------------------------------------------------------------------------------

@@ -449,7 +449,8 @@ def test_latency_and_admin_reset(oracle: requests.Session, sims: Simulators) -> 
 
 def test_every_reply_has_its_own_request_id_and_its_whole_body(sims: Simulators) -> None:
     """Many threads' kept-alive connections at once: ids never repeat, and every body arrives
-    whole (the head and the body go out in one write)."""
+    whole through the simulators' buffered writes. (That a reply leaves in one send was
+    counted with strace, see docs/performance-history.md; a test cannot see TCP segments.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     def query(n: int) -> list[str]:
