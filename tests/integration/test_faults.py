@@ -270,6 +270,39 @@ def test_an_event_during_a_run_is_not_dropped(make_services, simulators):
     assert [c["UniqueID"] for c in caliq["interactions"]] == ["busy"]
 
 
+def test_a_stopped_journaled_during_a_step_keeps_its_call_pending(make_services, simulators,
+                                                                  monkeypatch):
+    """A STOPPED that arrives while its thread's holder is mid-request marks the call pending:
+    it has work again, and its message is acknowledged by a worker that found the thread busy.
+    The holder's step result, worked out before (the call open), must not overwrite that: were
+    the holder to die before it read the thread again, the sweep finds that work by `pending`."""
+    from worker.adapters.models import CallRow
+
+    svc, other = make_services(), make_services()   # the holder, and a worker beside it
+    new, _, stopped = call_events("moved")
+    create, release = svc.oracle.create_interaction, repo.release_thread
+    seen: list[str] = []
+
+    def create_while_stopped_arrives(body, record):  # type: ignore[no-untyped-def]
+        created = create(body, record)
+        _, driven = handle_event(other, stopped)
+        assert driven is not None and driven.busy
+        return created
+
+    def release_and_look(session, claim, version):  # type: ignore[no-untyped-def]
+        # In the step's own transaction, just before its release: what its save wrote.
+        seen.append(session.execute(select(CallRow.sync_state).where(
+            CallRow.interaction_id == "moved")).scalar_one())
+        return release(session, claim, version)
+
+    monkeypatch.setattr(svc.oracle, "create_interaction", create_while_stopped_arrives)
+    monkeypatch.setattr(repo, "release_thread", release_and_look)
+    handle_event(svc, new)
+    assert seen[0] == "pending", seen
+    assert_one_record_per_call(simulators, ["moved"])   # and the holder did the STOPPED's work
+    assert all(leg.state == "done" for leg in legs(svc).values())
+
+
 def test_a_worker_whose_lease_was_taken_over_stops(make_services, simulators):
     """Its release fails because the lease is someone else's now: it must stop, not spin."""
     svc = make_services(lease_seconds=2)

@@ -204,8 +204,12 @@ class _Statements:
             lease_expires_at=case((threads_t.c.lease_owner == p("owner"), p("expires")),
                                   else_=threads_t.c.lease_expires_at),
         ).returning(threads_t.c.lease_owner)
+        # A call's sync state as its thread was read, unless an event has moved the call on
+        # since: a STOPPED journaled meanwhile made it `pending` (work again), which a state
+        # worked out from the read before must not overwrite.
         self.save_sync = update(calls_t).where(
-            calls_t.c.interaction_id == p("call"), calls_t.c.sync_state != p("sync")
+            calls_t.c.interaction_id == p("call"), calls_t.c.sync_state != p("sync"),
+            calls_t.c.status <= p("read_status"),
         ).values(sync_state=p("sync"), updated_at=p("now"))
         new_delivery = insert(deliveries_t).values(
             key=p("delivery"), in_flight=1, updated_at=p("now"))
@@ -492,8 +496,10 @@ def _save_sync(conn: Connection, sql: _Statements, calls: Iterable[CallState],
     if not changed:
         return
     for call, state in changed:   # nearly always one call: a statement each is the cheapest
-        sql.save_sync.run(conn, {"call": call.interaction_id, "sync": state.value, "now": now})
-        call.stored_sync = state
+        written = sql.save_sync.run(conn, {"call": call.interaction_id, "sync": state.value,
+                                           "read_status": int(call.status), "now": now})
+        # Not written: the call moved on (the next read tells its state) or already held it.
+        call.stored_sync = state if written.rowcount == 1 else None
 
 
 # --- poison messages ------------------------------------------------------------------------
