@@ -12,7 +12,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -95,6 +95,52 @@ class Services:
             yield connection
 
     @contextmanager
+    def statements(self) -> Iterator[Connection]:
+        """Statements each of which is safe on its own (`atomic` groups those that are not).
+
+        On PostgreSQL each commits by itself (autocommit): a transaction of one statement
+        costs its BEGIN and COMMIT, two round trips that cost as much as the statement (see
+        docs/performance-history.md). On SQLite they share one transaction, as before: its
+        BEGIN IMMEDIATE takes the writer lock once, and SQLite has no round trips to save.
+        """
+        with self.one_connection():
+            conn = _PINNED.get()
+            assert conn is not None
+            raw = conn.connection.dbapi_connection if conn.dialect.name == "postgresql" else None
+            if raw is None or conn.in_transaction():
+                with self.connection_transaction() as s:
+                    yield s
+                return
+            raw.autocommit = True
+            try:
+                yield conn
+                if conn.in_transaction():   # SQLAlchemy's own autobegin: nothing open on the server
+                    conn.commit()
+            except BaseException:
+                if conn.in_transaction():
+                    conn.rollback()
+                raise
+            finally:
+                with contextlib.suppress(Exception):   # a connection just lost cannot be set
+                    raw.autocommit = False
+
+    @contextmanager
+    def atomic(self, s: Connection) -> Iterator[Connection]:
+        """One transaction for what follows, inside `statements` on PostgreSQL; within a
+        transaction already (SQLite's, or any other), that one."""
+        raw = s.connection.dbapi_connection if s.dialect.name == "postgresql" else None
+        if raw is None or not raw.autocommit:
+            yield s
+            return
+        raw.autocommit = False
+        try:
+            with s.begin():
+                yield s
+        finally:
+            with contextlib.suppress(Exception):
+                raw.autocommit = True
+
+    @contextmanager
     def one_connection(self) -> Iterator[None]:
         """Run every transaction within on one pooled connection.
 
@@ -174,6 +220,9 @@ def _report_received(received: Received) -> None:
 # ends by asking the planner for the next step; when there is none, the same transaction gives
 # the lease back, so an event that needs no request costs one transaction in all (journal,
 # claim, read, release) and every step one more (its result, and the release after the last).
+# On PostgreSQL the first of these is statements each committed alone (Services.statements):
+# the journal with its claim, the read, and the release, which is a transaction of its own
+# only when it also writes the calls' sync states.
 
 
 @dataclass
@@ -197,16 +246,36 @@ class _Lease:
 
 def drive_thread(svc: Services, thread_key: str) -> Driven:
     """Do everything the thread needs now, under its lease; never twice, never concurrently."""
+    claims: list[repo.Claim] = []
     with svc.one_connection():
-        with svc.connection_transaction() as s:
-            lease = _take_lease(svc, s, thread_key)
+        with _giving_back(svc, claims), svc.statements() as s:
+            lease = _take_lease(svc, s, thread_key, claims.append)
         return _drive(svc, lease, Driven(thread_key))
 
 
-def _take_lease(svc: Services, s: repo.Db, thread_key: str) -> _Lease | None:
+def _take_lease(svc: Services, s: repo.Db, thread_key: str,
+                claimed: Callable[[repo.Claim], None]) -> _Lease | None:
     """Claim and read the thread (None: another worker holds it), releasing it if idle."""
     claim = repo.claim_thread(s, thread_key, svc.new_owner(), svc.clock(), svc.lease)
-    return _read_claimed(svc, s, claim) if claim is not None else None
+    if claim is None:
+        return None
+    claimed(claim)
+    return _read_claimed(svc, s, claim)
+
+
+@contextmanager
+def _giving_back(svc: Services, claims: list[repo.Claim]) -> Iterator[None]:
+    """Give back a claim that an error interrupts before its drive starts (a drive decides
+    for itself, and may keep a lease on purpose). On PostgreSQL the claim was committed on its
+    own (Services.statements): a retry would find the thread busy until the lease expires. On
+    SQLite the error rolled the claim back with its transaction: nothing to give back."""
+    try:
+        yield
+    except Exception:
+        for claim in claims:
+            with contextlib.suppress(Exception), svc.connection_transaction() as s:
+                repo.abandon_lease(s, claim)
+        raise
 
 
 def _read_claimed(svc: Services, s: repo.Db, claim: repo.Claim,
@@ -218,7 +287,7 @@ def _read_claimed(svc: Services, s: repo.Db, claim: repo.Claim,
     else:
         thread = repo.load_thread(s, claim.thread_key)
     lease = _Lease(claim, thread, claim.version)
-    _release_if_idle(svc, s, lease)   # claimed in this transaction: cannot be lost
+    _release_if_idle(svc, s, lease)   # claimed a moment ago: lost only if it expired meanwhile
     return lease
 
 
@@ -230,14 +299,21 @@ def _release_if_idle(svc: Services, s: repo.Db, lease: _Lease) -> bool:
     """
     while next_step(lease.thread, svc.clock()) is None:
         now = svc.clock()
-        # threads before calls, the lock order of every transaction (no deadlocks)
-        released = repo.release_thread(s, lease.claim, lease.version)
-        if not released and not repo.renew_lease(s, lease.claim, now, svc.lease):
+        # The release and the sync states it makes final commit together: once the lease is
+        # back, another worker may drive the thread, and a state from this read must not land
+        # after that worker's. Alone, the release is a transaction by itself. Threads before
+        # calls, the lock order of every transaction (no deadlocks).
+        together = svc.atomic(s) if repo.sync_states_changed(lease.thread) else nullcontext(s)
+        with together:
+            released = repo.release_thread(s, lease.claim, lease.version)
+            if released:
+                repo.save_sync_states(s, lease.thread, now)
+                lease.released = True
+                return True
+        # An event arrived since the read. The sync states are not written from this read:
+        # the new event may have given a call work again. Read again and look once more.
+        if not repo.renew_lease(s, lease.claim, now, svc.lease):
             return False
-        repo.save_sync_states(s, lease.thread, now)
-        if released:
-            lease.released = True
-            return True
         lease.version = repo.thread_version(s, lease.claim.thread_key)
         lease.thread = repo.load_thread(s, lease.claim.thread_key)
     return True
@@ -517,12 +593,16 @@ def handle_event(
     svc: Services, raw: Any, *, source: str = "queue", task_id: str | None = None
 ) -> tuple[Received, Driven | None]:
     """Receive one event and drive its thread: what a Celery task or `callsync sync` runs."""
+    claims: list[repo.Claim] = []
     with svc.one_connection():
-        with svc.connection_transaction() as s:
+        # Each statement safe alone: the journal's commits the event and the claim, whatever
+        # happens next; the read is of a thread this claim holds.
+        with _giving_back(svc, claims), svc.statements() as s:
             received, claim, payload = _journal_event(svc, s, raw, source=source,
                                                       task_id=task_id)
             lease = None
             if claim is not None and received.interaction_id is not None:
+                claims.append(claim)
                 lease = _read_claimed(svc, s, claim, (received.interaction_id, payload))
         _report_received(received)
         if received.thread_key is None:

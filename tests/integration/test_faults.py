@@ -403,7 +403,11 @@ def test_every_transaction_writes_the_thread_before_its_calls(make_services, sim
     def executed(conn, cursor, sql, *rest):  # type: ignore[no-untyped-def]
         # On PostgreSQL a function call runs several statements: those, in their order.
         run = next((f.statements for f in functions if f.name in sql), [sql])
-        transactions[-1].extend(statement.split()[:3] for statement in run)
+        words = [statement.split()[:3] for statement in run]
+        if getattr(conn.connection.dbapi_connection, "autocommit", None) is True:
+            transactions[-1:] = [transactions[-1], words, []]   # a transaction by itself
+        else:
+            transactions[-1].extend(words)
 
     sa_event.listen(engine, "commit", lambda conn: transactions.append([]))
     sa_event.listen(engine, "before_cursor_execute", executed)

@@ -488,14 +488,20 @@ def save_sync_states(session: Db, thread: ThreadState, now: datetime) -> None:
     _save_sync(conn, sql, thread.calls.values(), now)
 
 
+def sync_states_changed(thread: ThreadState) -> bool:
+    """Whether save_sync_states would write anything."""
+    return bool(_changed_sync(thread.calls.values()))
+
+
+def _changed_sync(calls: Iterable[CallState]) -> list[tuple[CallState, CallSync]]:
+    return [(call, state) for call in calls
+            if (state := call.sync_state()) is not call.stored_sync]
+
+
 def _save_sync(conn: Connection, sql: _Statements, calls: Iterable[CallState],
                now: datetime) -> None:
     """UPDATE only the calls whose state differs from what was read (the WHERE re-checks)."""
-    changed = [(call, state) for call in calls
-               if (state := call.sync_state()) is not call.stored_sync]
-    if not changed:
-        return
-    for call, state in changed:   # nearly always one call: a statement each is the cheapest
+    for call, state in _changed_sync(calls):   # nearly always one: a statement each is cheapest
         written = sql.save_sync.run(conn, {"call": call.interaction_id, "sync": state.value,
                                            "read_status": int(call.status), "now": now})
         # Not written: the call moved on (the next read tells its state) or already held it.
@@ -562,5 +568,5 @@ def threads_due(session: Session, now: datetime, quiet_for: timedelta, limit: in
 __all__ = [
     "LEGS", "Claim", "RequestRecord", "accept_event", "claim_thread", "journal_rejected",
     "load_thread", "release_thread", "renew_lease", "save_step", "save_sync_states",
-    "thread_of", "thread_version", "threads_due",
+    "sync_states_changed", "thread_of", "thread_version", "threads_due",
 ]
