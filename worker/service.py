@@ -106,8 +106,11 @@ class Services:
         with self.one_connection():
             conn = _PINNED.get()
             assert conn is not None
+            if conn.in_transaction():   # within a transaction already: that one
+                yield conn
+                return
             raw = conn.connection.dbapi_connection if conn.dialect.name == "postgresql" else None
-            if raw is None or conn.in_transaction():
+            if raw is None:
                 with self.connection_transaction() as s:
                     yield s
                 return

@@ -83,3 +83,14 @@ def test_an_error_after_the_claim_gives_the_thread_back(make_services, simulator
     assert driven is not None and not driven.busy
     assert received.outcome in ("accepted", "duplicate")
 
+
+
+def test_statements_inside_a_transaction_join_it(make_services, simulators, database_url):
+    svc = make_services()
+    handle_event(svc, call_events("joined")[1])
+    with pytest.raises(RuntimeError), svc.one_connection(), svc.connection_transaction() as s:
+        with svc.statements() as inner:
+            assert inner is s
+            claim(svc, inner, "joined", "me")
+        raise RuntimeError("the outer transaction rolls back")
+    assert owner_seen_elsewhere(database_url, "joined") is None
