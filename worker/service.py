@@ -315,10 +315,18 @@ def _release_if_idle(svc: Services, s: repo.Db, lease: _Lease) -> bool:
                 return True
         # An event arrived since the read. The sync states are not written from this read:
         # the new event may have given a call work again. Read again and look once more.
-        if not repo.renew_lease(s, lease.claim, now, svc.lease):
+        if not _look_again(svc, s, lease):
             return False
-        lease.version = repo.thread_version(s, lease.claim.thread_key)
-        lease.thread = repo.load_thread(s, lease.claim.thread_key)
+    return True
+
+
+def _look_again(svc: Services, s: repo.Db, lease: _Lease) -> bool:
+    """After a release refused because events arrived: keep the lease and read the thread
+    again. False when the lease turns out lost."""
+    if not repo.renew_lease(s, lease.claim, svc.clock(), svc.lease):
+        return False
+    lease.version = repo.thread_version(s, lease.claim.thread_key)
+    lease.thread = repo.load_thread(s, lease.claim.thread_key)
     return True
 
 
@@ -402,14 +410,20 @@ def _run_steps(svc: Services, lease: _Lease, first: Step) -> tuple[bool, int]:
     # After the last step the release checks the lease (and renews it if events came in);
     # the lease is only extended here while more steps follow.
     last = upcoming is None
-    with svc.connection_transaction() as s:
+    # One transaction for the results and the release after the last step (on PostgreSQL one
+    # function call, in autocommit); what follows a release that found the thread moved is
+    # statements each safe alone, as after the journal.
+    with svc.statements() as s:
         # The steps' results are kept even if the lease was lost: the requests were made.
-        held = repo.save_step(
+        held, released = repo.save_step_and_release(
             s, thread, call, {leg: (o.error_kind, o.request_id) for leg, o in outcomes.items()},
             requests, now=now, holder=None if last else lease.claim,
             lease_until=now + svc.lease,
-            top_level_changed=top_level != (thread.top_level_id, thread.top_level_call_id))
-        held = held and _release_if_idle(svc, s, lease)
+            top_level_changed=top_level != (thread.top_level_id, thread.top_level_call_id),
+            release=lease.claim if last else None, version=lease.version)
+        lease.released = released
+        if last and not released:   # an event arrived since the read, or the lease was lost
+            held = _look_again(svc, s, lease) and _release_if_idle(svc, s, lease)
     lease.answer_unsaved = False
     return held, count
 

@@ -280,7 +280,7 @@ def test_a_stopped_journaled_during_a_step_keeps_its_call_pending(make_services,
 
     svc, other = make_services(), make_services()   # the holder, and a worker beside it
     new, _, stopped = call_events("moved")
-    create, release = svc.oracle.create_interaction, repo.release_thread
+    create, save = svc.oracle.create_interaction, repo.save_step_and_release
     seen: list[str] = []
 
     def create_while_stopped_arrives(body, record):  # type: ignore[no-untyped-def]
@@ -289,14 +289,16 @@ def test_a_stopped_journaled_during_a_step_keeps_its_call_pending(make_services,
         assert driven is not None and driven.busy
         return created
 
-    def release_and_look(session, claim, version):  # type: ignore[no-untyped-def]
-        # In the step's own transaction, just before its release: what its save wrote.
+    def save_and_look(session, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # On the step's own connection, before the holder reads the thread again: what the
+        # step's save (and its refused release) left.
+        saved = save(session, *args, **kwargs)
         seen.append(session.execute(select(CallRow.sync_state).where(
             CallRow.interaction_id == "moved")).scalar_one())
-        return release(session, claim, version)
+        return saved
 
     monkeypatch.setattr(svc.oracle, "create_interaction", create_while_stopped_arrives)
-    monkeypatch.setattr(repo, "release_thread", release_and_look)
+    monkeypatch.setattr(repo, "save_step_and_release", save_and_look)
     handle_event(svc, new)
     assert seen[0] == "pending", seen
     assert_one_record_per_call(simulators, ["moved"])   # and the holder did the STOPPED's work
@@ -367,13 +369,13 @@ def test_a_step_whose_answer_cannot_be_saved_keeps_the_lease_and_is_never_sent_t
     from sqlalchemy.exc import OperationalError
 
     svc = make_services(lease_seconds=30)
-    save_step = repo.save_step
+    save_step = repo.save_step_and_release
 
     def refuse_once(*args, **kwargs):
-        monkeypatch.setattr(repo, "save_step", save_step)
+        monkeypatch.setattr(repo, "save_step_and_release", save_step)
         raise OperationalError("COMMIT", {}, Exception("deadlock detected"))
 
-    monkeypatch.setattr(repo, "save_step", refuse_once)
+    monkeypatch.setattr(repo, "save_step_and_release", refuse_once)
     new = call_events("unsaved")[0]
     with pytest.raises(OperationalError):
         handle_event(svc, new)
@@ -439,13 +441,13 @@ def test_a_batch_of_steps_cut_short_is_recovered_without_a_duplicate(make_servic
     new, in_process, stopped = call_events("batch")
     handle_event(svc, new)
     handle_event(svc, in_process)
-    save_step = repo.save_step
+    save_step = repo.save_step_and_release
 
     def refuse_once(*args, **kwargs):
-        monkeypatch.setattr(repo, "save_step", save_step)
+        monkeypatch.setattr(repo, "save_step_and_release", save_step)
         raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(repo, "save_step", refuse_once)
+    monkeypatch.setattr(repo, "save_step_and_release", refuse_once)
     with pytest.raises(OperationalError):
         handle_event(svc, stopped)
     svc.clock = lambda: utcnow() + timedelta(seconds=31)

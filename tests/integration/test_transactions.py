@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import OperationalError
 
-from tests.factories import call_events
+from tests.factories import call_events, thread_events
 from worker.adapters import repository as repo
 from worker.adapters.models import ThreadRow
 from worker.service import handle_event, utcnow
@@ -94,3 +94,66 @@ def test_statements_inside_a_transaction_join_it(make_services, simulators, data
             claim(svc, inner, "joined", "me")
         raise RuntimeError("the outer transaction rolls back")
     assert owner_seen_elsewhere(database_url, "joined") is None
+
+
+def _rows(svc, prefix: str):  # type: ignore[no-untyped-def]
+    """What a run left, without what differs between two runs (ids, times, request ids)."""
+    from worker.adapters.models import CallRow, LegRow, RequestRow
+
+    def strip(row):  # type: ignore[no-untyped-def]
+        return tuple(v.replace(prefix, "", 1) if isinstance(v, str) else v for v in row)
+
+    with svc.transaction() as s:
+        legs = s.execute(select(LegRow.interaction_id, LegRow.leg, LegRow.state,
+                                LegRow.attempts, LegRow.error_kind,
+                                LegRow.next_attempt_at.is_(None),
+                                LegRow.request_id.is_(None))
+                         .where(LegRow.interaction_id.startswith(prefix))).all()
+        calls = s.execute(select(CallRow.interaction_id, CallRow.status, CallRow.sync_state)
+                          .where(CallRow.interaction_id.startswith(prefix))).all()
+        threads = s.execute(select(ThreadRow.thread_key, ThreadRow.lease_owner,
+                                   ThreadRow.top_level_call_id,
+                                   ThreadRow.top_level_interaction_id.is_(None))
+                            .where(ThreadRow.thread_key.startswith(prefix))).all()
+        requests = s.execute(select(RequestRow.interaction_id, RequestRow.leg, RequestRow.crm,
+                                    RequestRow.method, RequestRow.status_code)
+                             .where(RequestRow.interaction_id.startswith(prefix))).all()
+    return sorted(strip(r) for r in legs), sorted(strip(r) for r in calls), \
+        sorted(strip(r) for r in threads), sorted(strip(r) for r in requests)
+
+
+def test_a_batchs_results_are_written_alike_by_the_function_and_the_statements(
+        make_services, simulators, monkeypatch):
+    """PostgreSQL saves a batch of steps and its release with one function call
+    (worker.adapters.pg_step); SQLite with the statements. On PostgreSQL both ways, the same
+    events, one of them failing once with a 503 (a retry: an error, its kind, a back-off
+    time), must leave the same rows."""
+    from tests.integration.test_faults import settle
+    from worker.sandbox.admin import SimulatorAdmin
+
+    svc = make_services()
+    sql = repo._statements_for(svc.engine.dialect)
+    if sql.save_results is None:
+        pytest.skip("the function is PostgreSQL's")
+
+    def run(prefix: str) -> tuple[list, ...]:  # type: ignore[type-arg]
+        svc.clock = utcnow   # settle() moves it on
+        SimulatorAdmin(simulators.oracle_url).set_faults(
+            [{"method": "POST", "path": r"/phoneCalls$", "action": "503", "times": 1}])
+        events = thread_events(prefix, consults=2)
+        for raw in [*events, events[0]]:   # and a duplicate
+            handle_event(svc, raw)
+        retrying = _rows(svc, prefix)
+        settle(svc, [prefix], rounds=2)
+        return (*retrying, *_rows(svc, prefix))
+
+    by_function = run("fn")
+    with monkeypatch.context() as patched:
+        patched.setattr(sql, "save_results", None)
+        by_statements = run("st")
+    assert by_function == by_statements
+    legs_retrying, legs_done = by_function[0], by_function[4]
+    assert any(row[2] == "retry" and row[4] == "transient" and not row[5]
+               for row in legs_retrying)
+    assert {row[2] for row in legs_done} == {"done"}
+    assert {row[2] for row in by_function[5]} == {"synced"}   # the calls, at the end

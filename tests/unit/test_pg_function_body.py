@@ -71,3 +71,18 @@ def test_a_parameter_with_no_type_and_another_database_are_refused() -> None:
         PgFunction("f", [Part(untyped, into=("version",))], PG)
     with pytest.raises(ValueError, match="needs PostgreSQL, not sqlite"):
         PgFunction("f", [Part(_new_thread(), into=("key", "version"))], sqlite.dialect())
+
+
+def test_a_part_may_count_the_rows_it_changed_and_allow_no_row() -> None:
+    mark = update(calls_t).where(calls_t.c.thread_key == bindparam("key")).values(
+        sync_state="pending")                                    # no RETURNING
+    function = PgFunction("g", [
+        Part(_new_thread(), into=("key", "version"), strict=False),
+        Part(mark, rows="marked"),
+    ], PG)
+    body = function.create_sql
+    assert "OUT o_marked INTEGER" in body
+    assert "\nINTO o_key, o_version;" in body and "STRICT" not in body
+    assert body.index("UPDATE calls") < body.index("GET DIAGNOSTICS o_marked = ROW_COUNT;")
+    with pytest.raises(ValueError, match="returns 0 columns and 0 names"):
+        PgFunction("h", [Part(mark)], PG)   # neither outputs nor a count: nothing to read

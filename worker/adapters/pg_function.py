@@ -8,7 +8,8 @@ round trip instead of one per statement.
 
 The function's body is the statements as SQLAlchemy compiles them for PostgreSQL, in their
 order, each one's RETURNING read into the function's OUT parameters (`INTO STRICT`: exactly one
-row, as the caller's `.one()` asks). A VOLATILE function takes a fresh snapshot for each
+row, as the caller's `.one()` asks; or `INTO`, where no row is an answer too), or the number of
+rows it changed counted into one (`GET DIAGNOSTICS`). A VOLATILE function takes a fresh snapshot for each
 statement, as the statements sent one by one do, so each sees what the one before it waited
 for: the same locks in the same order and the same answers. Nothing of the logic is written
 twice. It is a temporary function (`pg_temp`), created on every new connection
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, column, text
+from sqlalchemy import Integer, bindparam, column, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.sqltypes import NullType
@@ -37,11 +38,24 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 class Part:
     """One statement of a function: `into` names the columns its RETURNING gives, in order
     (the function's outputs); `feed` takes bind parameters from an earlier part's output
-    instead of from the function's arguments."""
+    instead of from the function's arguments. `strict`: exactly one row, else the call fails
+    (without it, no row leaves the outputs NULL). `rows` names an output that counts the rows
+    the statement changed, for a statement with no RETURNING, or one of several rows."""
 
     statement: ClauseElement
-    into: Sequence[str]
+    into: Sequence[str] = ()
     feed: Mapping[str, str] = field(default_factory=dict)
+    strict: bool = True
+    rows: str | None = None
+
+    def after(self) -> str:
+        """What the body runs after the statement: its outputs, its row count."""
+        into = ""
+        if self.into:
+            outputs = ", ".join(f"o_{out}" for out in self.into)
+            into = f"\nINTO {'STRICT ' if self.strict else ''}{outputs}"
+        rows = f"\nGET DIAGNOSTICS o_{self.rows} = ROW_COUNT;" if self.rows else ""
+        return f"{into};{rows}"
 
 
 class PgFunction:
@@ -67,8 +81,7 @@ class PgFunction:
         signature = ", ".join([f"p_{arg} {sql_type(t)}" for arg, t in arguments.items()]
                               + [f"OUT o_{out} {sql_type(t)}" for out, t in outputs.items()])
         statements = "\n".join(
-            f"{sql}\nINTO STRICT {', '.join(f'o_{out}' for out in part.into)};"
-            for sql, part in zip(self.statements, parts, strict=True))
+            f"{sql}{part.after()}" for sql, part in zip(self.statements, parts, strict=True))
         if "$callsync$" in statements:
             raise ValueError(f"{name}: a statement holds the function's quote, $callsync$")
         self.create_sql = (
@@ -91,7 +104,7 @@ class PgFunction:
         if getattr(compiled, "escaped_bind_names", None):
             raise ValueError(f"{self.name}: escaped parameter names are not supported")
         columns = list(getattr(part.statement, "exported_columns", ()))
-        if not columns or len(columns) != len(part.into):
+        if len(columns) != len(part.into) or not (columns or part.rows):
             raise ValueError(f"{self.name}: a statement returns {len(columns)} columns and "
                              f"{len(part.into)} names were given for them")
         for feed, source in part.feed.items():
@@ -120,10 +133,11 @@ class PgFunction:
 
         # pyformat doubles a literal %; the function's body is sent with no parameters.
         sql = _PLACEHOLDER.sub(place, compiled.string).replace("%%", "%")
-        for out, c in zip(part.into, columns, strict=True):
+        named = [(out, c.type) for out, c in zip(part.into, columns, strict=True)]
+        for out, type_ in named + ([(part.rows, Integer())] if part.rows else []):
             if out in outputs:
                 raise ValueError(f"{self.name}: two statements return {out!r}")
-            outputs[out] = c.type
+            outputs[out] = type_
         return sql
 
     def install(self, dbapi_connection: Any) -> None:

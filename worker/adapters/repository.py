@@ -44,6 +44,7 @@ from worker.adapters.models import (
     ThreadRow,
 )
 from worker.adapters.pg_function import Part, PgFunction
+from worker.adapters.pg_step import save_results_function
 from worker.adapters.prepared import Prepared, PreparedRows, RowBinds
 from worker.domain.events import PhoneCallEvent, Status, merge_events
 from worker.domain.plan import LEGS, CallState, CallSync, Leg, LegState, ThreadState
@@ -229,7 +230,10 @@ class _Statements:
             Part(self.upsert_call, into=("call_thread",), feed={"thread": "thread_key"}),
             Part(self.journal_event, into=("outcome",)),
         ], dialect) if dialect.name == "postgresql" else None
-        self.functions = (self.accept,) if self.accept is not None else ()
+        # And a batch of steps' results with the release after it (save_step_and_release).
+        self.save_results = save_results_function(
+            dialect, LEG_VALUES, REQUEST_VALUES) if dialect.name == "postgresql" else None
+        self.functions = tuple(f for f in (self.accept, self.save_results) if f is not None)
         for name in PREPARED:
             setattr(self, name, Prepared(getattr(self, name), dialect))
 
@@ -456,14 +460,7 @@ def save_step(
     calls, the one lock order; a call locked first deadlocks with an event being journaled).
     """
     conn, sql = _run(session)
-    sql.upsert_legs.run(conn, [
-        {"interaction_id": call.interaction_id, "leg": name, "state": leg.state.value,
-         "remote_id": leg.remote_id, "attempts": leg.attempts, "error": leg.error,
-         "error_kind": error_kind, "request_id": request_id,
-         "next_attempt_at": leg.next_attempt_at, "updated_at": now}
-        for name, (error_kind, request_id) in sorted(legs.items())
-        for leg in (call.legs[name],)
-    ])
+    sql.upsert_legs.run(conn, _leg_rows(call, legs, now))
     owner = None
     if holder is not None or top_level_changed:
         owner = sql.save_top_level.run(conn, {
@@ -473,13 +470,92 @@ def save_step(
         }).scalar()
         _save_sync(conn, sql, [call], now)
     if requests:
-        sql.requests.run(conn, [
-            {"at": now, "interaction_id": call.interaction_id, "leg": step_legs,
-             "crm": r.crm, "method": r.method, "path": r.path[:500],
-             "status_code": r.status_code, "duration_ms": r.duration_ms, "error": r.error}
-            for step_legs, r in requests
-        ])
+        sql.requests.run(conn, _request_rows(call, requests, now))
     return holder is None or owner == holder.owner
+
+
+def save_step_and_release(
+    session: Db, thread: ThreadState, call: CallState,
+    legs: Mapping[str, tuple[str | None, str | None]],
+    requests: Sequence[tuple[str, RequestRecord]], *, now: datetime,
+    holder: Claim | None = None, lease_until: datetime | None = None,
+    top_level_changed: bool = True, release: Claim | None = None, version: int = 0,
+) -> tuple[bool, bool]:
+    """save_step, then with `release` give its lease back unless an event arrived since
+    `version` was read, and store the calls' sync states if it was given back.
+
+    Returns (the lease still held, as save_step says; released). On PostgreSQL one call of a
+    function (worker.adapters.pg_step) makes the same writes in the same order.
+    """
+    conn, sql = _run(session)
+    if sql.save_results is None:
+        held = save_step(session, thread, call, legs, requests, now=now, holder=holder,
+                         lease_until=lease_until, top_level_changed=top_level_changed)
+        released = release is not None and release_thread(session, release, version)
+        if released:
+            save_sync_states(session, thread, now)
+        return held, released
+    write_top_level = holder is not None or top_level_changed
+    step_sync = _changed_sync([call]) if write_top_level else []
+    # Written by the step's own part already (or not at all: then the call moved on, and the
+    # thread's version with it, so the release does not happen).
+    release_sync = [(c, state) for c, state in _changed_sync(thread.calls.values())
+                    if not (step_sync and c is call)]
+    out = sql.save_results.run(conn, {
+        "legs": _json_rows(_leg_rows(call, legs, now)),
+        "requests": _json_rows(_request_rows(call, requests, now)),
+        "thread": thread.key, "write_top_level": write_top_level,
+        "top_level_id": thread.top_level_id, "top_level_call": thread.top_level_call_id,
+        "holder": holder.owner if holder else None, "expires": lease_until, "now": now,
+        "step_sync": _sync_rows(step_sync),
+        "release": release is not None, "owner": release.owner if release else None,
+        "seen_version": version, "release_sync": _sync_rows(release_sync),
+    })
+    _mark_synced(step_sync, out.step_synced)
+    released = out.released == 1
+    if released:
+        _mark_synced(release_sync, out.release_synced)
+    return holder is None or out.lease_owner == holder.owner, released
+
+
+def _leg_rows(call: CallState, legs: Mapping[str, tuple[str | None, str | None]],
+              now: datetime) -> list[dict[str, Any]]:
+    return [
+        {"interaction_id": call.interaction_id, "leg": name, "state": leg.state.value,
+         "remote_id": leg.remote_id, "attempts": leg.attempts, "error": leg.error,
+         "error_kind": error_kind, "request_id": request_id,
+         "next_attempt_at": leg.next_attempt_at, "updated_at": now}
+        for name, (error_kind, request_id) in sorted(legs.items())
+        for leg in (call.legs[name],)
+    ]
+
+
+def _request_rows(call: CallState, requests: Sequence[tuple[str, RequestRecord]],
+                  now: datetime) -> list[dict[str, Any]]:
+    return [
+        {"at": now, "interaction_id": call.interaction_id, "leg": step_legs, "crm": r.crm,
+         "method": r.method, "path": r.path[:500], "status_code": r.status_code,
+         "duration_ms": r.duration_ms, "error": r.error}
+        for step_legs, r in requests
+    ]
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for a JSON argument: a datetime as ISO 8601, which PostgreSQL reads back as the
+    timestamp it was (naive UTC, as the columns hold)."""
+    return [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+            for row in rows]
+
+
+def _sync_rows(changed: list[tuple[CallState, CallSync]]) -> list[dict[str, Any]]:
+    return [{"interaction_id": call.interaction_id, "sync_state": state.value,
+             "status": int(call.status)} for call, state in changed]
+
+
+def _mark_synced(changed: list[tuple[CallState, CallSync]], written: int) -> None:
+    """What the database now holds, as far as the count tells (None: read it again)."""
+    for call, state in changed:
+        call.stored_sync = state if written == len(changed) else None
 
 
 def save_sync_states(session: Db, thread: ThreadState, now: datetime) -> None:
@@ -567,6 +643,7 @@ def threads_due(session: Session, now: datetime, quiet_for: timedelta, limit: in
 
 __all__ = [
     "LEGS", "Claim", "RequestRecord", "accept_event", "claim_thread", "journal_rejected",
-    "load_thread", "release_thread", "renew_lease", "save_step", "save_sync_states",
+    "load_thread", "release_thread", "renew_lease", "save_step", "save_step_and_release",
+    "save_sync_states",
     "sync_states_changed", "thread_of", "thread_version", "threads_due",
 ]

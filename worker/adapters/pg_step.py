@@ -1,0 +1,90 @@
+"""A batch of steps' results and the release after it, as one PostgreSQL function call.
+
+The same writes as repository.save_step followed by repository.release_thread and
+repository.save_sync_states, in the same order (threads before calls, the one lock order):
+the legs, the thread's top-level, the step's call's sync state, the requests, the release,
+and the calls' sync states if the release happened. They run in autocommit as one statement
+(Services.statements), so the batch costs one round trip instead of some seven with its BEGIN
+and COMMIT (docs/performance-history.md).
+
+A batch has one to three legs and requests and any number of calls to write, so the rows
+travel as JSON arrays and each statement reads them with `jsonb_to_recordset`: one function
+for every shape of batch. A part that is not wanted gets no rows, or a false flag in its WHERE.
+Each part is a SQLAlchemy statement over the tables, compiled by worker.adapters.pg_function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Boolean, Integer, Table, and_, bindparam, case, column, func, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+from worker.adapters.models import CallRow, LegRow, RequestRow, ThreadRow
+from worker.adapters.pg_function import Part, PgFunction
+
+threads_t: Table = ThreadRow.__table__  # type: ignore[assignment]
+calls_t: Table = CallRow.__table__  # type: ignore[assignment]
+legs_t: Table = LegRow.__table__  # type: ignore[assignment]
+requests_t: Table = RequestRow.__table__  # type: ignore[assignment]
+
+SYNC_COLUMNS = ("interaction_id", "sync_state", "status")   # status: as the thread was read
+
+
+def rows_of(name: str, table: Table, names: Sequence[str]) -> Any:
+    """The JSON array argument `name` as rows of `table`'s columns `names`, typed."""
+    return func.jsonb_to_recordset(bindparam(name, type_=JSONB)).table_valued(
+        *(column(n, table.c[n].type) for n in names)).render_derived(name=name, with_types=True)
+
+
+def _sync_from(name: str, *condition: Any) -> Any:
+    """Each call's sync state from the rows, unless it holds it already or an event moved the
+    call past the status read (repository.save_sync's rule)."""
+    rows = rows_of(name, calls_t, SYNC_COLUMNS)
+    return update(calls_t).where(
+        calls_t.c.interaction_id == rows.c.interaction_id,
+        calls_t.c.sync_state != rows.c.sync_state, calls_t.c.status <= rows.c.status, *condition,
+    ).values(sync_state=rows.c.sync_state, updated_at=bindparam("now"))
+
+
+def save_results_function(dialect: Dialect, leg_values: Sequence[str],
+                          request_values: Sequence[str]) -> PgFunction:
+    p = bindparam
+    leg_names = ("interaction_id", "leg", *leg_values)
+    legs_in = rows_of("legs", legs_t, leg_names)
+    new_legs = postgresql.insert(legs_t).from_select(
+        list(leg_names), select(*(legs_in.c[n] for n in leg_names)))
+    upsert_legs = new_legs.on_conflict_do_update(
+        index_elements=[legs_t.c.interaction_id, legs_t.c.leg],
+        set_={name: new_legs.excluded[name] for name in leg_values})
+    # The top-level is saved whoever holds the lease now (the request was made); the lease is
+    # extended only for `holder`, and the owner returned says whether that is still us.
+    top_level = update(threads_t).where(
+        threads_t.c.thread_key == p("thread"), p("write_top_level", type_=Boolean),
+    ).values(
+        top_level_interaction_id=p("top_level_id"), top_level_call_id=p("top_level_call"),
+        updated_at=p("now"),
+        lease_expires_at=case((threads_t.c.lease_owner == p("holder"),
+                               p("expires", type_=threads_t.c.lease_expires_at.type)),
+                              else_=threads_t.c.lease_expires_at),
+    ).returning(threads_t.c.lease_owner)
+    requests_in = rows_of("requests", requests_t, request_values)
+    new_requests = postgresql.insert(requests_t).from_select(
+        list(request_values), select(*(requests_in.c[n] for n in request_values)))
+    release = update(threads_t).where(
+        and_(threads_t.c.thread_key == p("thread"), threads_t.c.lease_owner == p("owner"),
+             threads_t.c.version == p("seen_version")),
+        p("release", type_=Boolean),
+    ).values(lease_owner=None, lease_expires_at=None)
+    return PgFunction("callsync_save_results", [
+        Part(upsert_legs, rows="legs_written"),
+        Part(top_level, into=("lease_owner",), strict=False),
+        Part(_sync_from("step_sync"), rows="step_synced"),
+        Part(new_requests, rows="requests_written"),
+        Part(release, rows="released"),
+        Part(_sync_from("release_sync", p("released", type_=Integer) == 1),
+             feed={"released": "released"}, rows="release_synced"),
+    ], dialect)
