@@ -109,8 +109,13 @@ def _crash_if_told(event: Any) -> None:
 
 
 @app.task(name=PHONE_CALL_TASK, bind=True, **RETRY_POLICY)
-def phone_call(self: Task, event: Any) -> dict[str, Any]:
-    """Apply one Genesys phone-call event (the producers' contract)."""
+def phone_call(self: Task, event: Any) -> None:
+    """Apply one Genesys phone-call event (the producers' contract).
+
+    It returns nothing: results are ignored (task_ignore_result), yet Celery formats whatever
+    a task returns and sends it to the pool's parent, for every event. The outcome is in the
+    log line `event received` and the journal.
+    """
     svc = _services()
 
     def on_poison(reason: str) -> None:
@@ -119,11 +124,10 @@ def phone_call(self: Task, event: Any) -> dict[str, Any]:
     with poison_guard(svc, lambda: delivery_key(event), on_poison,
                       redelivered=_redelivered(self)) as poisoned:
         if poisoned:
-            return {"outcome": "poison"}
+            return
         _crash_if_told(event)
-        received, driven = handle_event(svc, event, task_id=self.request.id)
+        _, driven = handle_event(svc, event, task_id=self.request.id)
         schedule_retry(driven)
-        return {"outcome": received.outcome, "interaction_id": received.interaction_id}
 
 
 @app.task(name="callsync.drive_thread", bind=True, **RETRY_POLICY)

@@ -9,11 +9,12 @@ round trip instead of one per statement.
 The function's body is the statements as SQLAlchemy compiles them for PostgreSQL, in their
 order, each one's RETURNING read into the function's OUT parameters (`INTO STRICT`: exactly one
 row, as the caller's `.one()` asks; or `INTO`, where no row is an answer too), or the number of
-rows it changed counted into one (`GET DIAGNOSTICS`). A VOLATILE function takes a fresh snapshot for each
-statement, as the statements sent one by one do, so each sees what the one before it waited
-for: the same locks in the same order and the same answers. Nothing of the logic is written
-twice. It is a temporary function (`pg_temp`), created on every new connection
-(worker.adapters.db), so it always matches the code that calls it and needs no migration.
+rows it changed counted into one (`GET DIAGNOSTICS`). A VOLATILE function takes a fresh
+snapshot for each statement, as the statements sent one by one do, so each sees what the one
+before it waited for: the same locks in the same order and the same answers. Nothing of the
+logic is written twice. It is a temporary function (`pg_temp`), created on every new
+connection (worker.adapters.db), so it always matches the code that calls it and needs no
+migration.
 """
 
 from __future__ import annotations
