@@ -120,3 +120,41 @@ def test_a_redirect_is_a_permanent_error_that_names_where_and_is_not_followed(
     assert "s3cret" not in str(error)
     assert [seen["path"] for seen in server.seen] == ["/crmRestApi/resources/11.13.18.05/"
                                                       "interactions"]
+
+
+def test_a_clients_requests_share_one_pool_looked_up_once(
+        server: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests' pool lookup runs once per origin, and again after the adapter is closed."""
+    from requests.adapters import HTTPAdapter
+
+    lookups: list[str] = []
+    lookup = HTTPAdapter.get_connection_with_tls_context
+
+    def counted(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        lookups.append(request.url)
+        return lookup(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(HTTPAdapter, "get_connection_with_tls_context", counted)
+    client = _client(server)
+    for n in range(3):
+        client.request("POST", f"interactions/{n}", json_body={"n": n})
+    assert len(lookups) == 1
+    adapter = client.session.get_adapter(server.url)
+    pool = adapter.get_connection_with_tls_context(
+        requests.Request("GET", f"{server.url}/x").prepare(), client.session.verify)
+    assert pool.num_connections == 1                   # one keep-alive connection, reused
+    adapter.close()                                    # the session's end: pools forgotten
+    client.request("POST", "interactions/3", json_body={"n": 3})
+    assert len(lookups) == 2 and len(server.seen) == 4
+
+
+def test_a_request_through_a_proxy_is_looked_up_by_requests(
+        server: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy is chosen per URL: the pool is not remembered for the origin."""
+    client = _client(server)
+    client.session.proxies = {"http": server.url}   # the recorder stands in for the proxy
+    for n in range(2):
+        client.request("POST", f"interactions/{n}", json_body={"n": n})
+    adapter = client.session.get_adapter(server.url)
+    assert adapter._pools == {}
+    assert [seen["path"].startswith("http://") for seen in server.seen] == [True, True]

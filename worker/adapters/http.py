@@ -76,10 +76,42 @@ def make_session(root: str, pool_size: int = 32) -> requests.Session:
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     session.verify = bundle or True
     session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    adapter = PoolPerOriginAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+class PoolPerOriginAdapter(HTTPAdapter):
+    """requests' HTTPAdapter, with a connection pool looked up once per origin (scheme, host and
+    port) and TLS settings. requests parses the URL and rebuilds the pool's key on every request
+    (22 µs of CPU against 1 µs here, on the benchmark's machine), though a client talks to one
+    host.
+
+    With proxies, requests' own lookup runs each time; after `close`, once again. It
+    remembers as many origins as the pool manager keeps pools (`pool_connections`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pools: dict[tuple[str, str, str], Any] = {}
+
+    def close(self) -> None:
+        self._pools.clear()
+        super().close()
+
+    def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any,
+                                        proxies: Any = None, cert: Any = None) -> Any:
+        if proxies or not request.url:
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        key = ("/".join(request.url.split("/", 3)[:3]), str(verify), str(cert))
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            if len(self._pools) >= self._pool_connections:   # as many as the manager keeps
+                self._pools.clear()
+            self._pools[key] = pool
+        return pool
 
 
 # A path of these characters is sent exactly as written: requests' URL preparation (parsing,
