@@ -11,6 +11,9 @@ A batch has one to three legs and requests and any number of calls to write, so 
 travel as JSON arrays and each statement reads them with `jsonb_to_recordset`: one function
 for every shape of batch. A part that is not wanted gets no rows, or a false flag in its WHERE.
 Each part is a SQLAlchemy statement over the tables, compiled by worker.adapters.pg_function.
+They restate the repository's statements in this form, so a test
+(tests/integration/test_transactions.py) runs the same events through both, a failed request
+among them, and compares every row they leave.
 """
 
 from __future__ import annotations
