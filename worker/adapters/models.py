@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -138,4 +139,14 @@ class RequestRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-__all__ = ["Base", "CallRow", "JournalRow", "LegRow", "RequestRow", "ThreadRow"]
+# The same tables for Core statements: the hot path's (worker.adapters.repository and
+# worker.adapters.pg_step) are built on these, not on the ORM classes.
+threads_t: Table = ThreadRow.__table__  # type: ignore[assignment]
+calls_t: Table = CallRow.__table__  # type: ignore[assignment]
+legs_t: Table = LegRow.__table__  # type: ignore[assignment]
+journal_t: Table = JournalRow.__table__  # type: ignore[assignment]
+deliveries_t: Table = DeliveryRow.__table__  # type: ignore[assignment]
+requests_t: Table = RequestRow.__table__  # type: ignore[assignment]
+
+__all__ = ["Base", "CallRow", "JournalRow", "LegRow", "RequestRow", "ThreadRow", "calls_t",
+           "deliveries_t", "journal_t", "legs_t", "requests_t", "threads_t"]

@@ -11,9 +11,9 @@ A batch has one to three legs and requests and any number of calls to write, so 
 travel as JSON arrays and each statement reads them with `jsonb_to_recordset`: one function
 for every shape of batch. A part that is not wanted gets no rows, or a false flag in its WHERE.
 Each part is a SQLAlchemy statement over the tables, compiled by worker.adapters.pg_function.
-They restate the repository's statements in this form, so a test
-(tests/integration/test_transactions.py) runs the same events through both, a failed request
-among them, and compares every row they leave.
+The release is the repository's own compare-and-set; the others restate its statements in this
+form, so a test (tests/integration/test_transactions.py) runs the same events through both, a
+failed request among them, and compares every row they leave.
 """
 
 from __future__ import annotations
@@ -21,18 +21,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, Table, and_, bindparam, case, column, func, select, update
+from sqlalchemy import Boolean, Integer, Table, bindparam, case, column, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
-from worker.adapters.models import CallRow, LegRow, RequestRow, ThreadRow
+from worker.adapters.models import calls_t, legs_t, requests_t, threads_t
 from worker.adapters.pg_function import Part, PgFunction
-
-threads_t: Table = ThreadRow.__table__  # type: ignore[assignment]
-calls_t: Table = CallRow.__table__  # type: ignore[assignment]
-legs_t: Table = LegRow.__table__  # type: ignore[assignment]
-requests_t: Table = RequestRow.__table__  # type: ignore[assignment]
 
 SYNC_COLUMNS = ("interaction_id", "sync_state", "status")   # status: as the thread was read
 
@@ -53,8 +48,10 @@ def _sync_from(name: str, *condition: Any) -> Any:
     ).values(sync_state=rows.c.sync_state, updated_at=bindparam("now"))
 
 
-def save_results_function(dialect: Dialect, leg_values: Sequence[str],
+def save_results_function(dialect: Dialect, release: Any, leg_values: Sequence[str],
                           request_values: Sequence[str]) -> PgFunction:
+    """`release`: the repository's own compare-and-set release (held and unmoved), which the
+    function runs only when asked to."""
     p = bindparam
     leg_names = ("interaction_id", "leg", *leg_values)
     legs_in = rows_of("legs", legs_t, leg_names)
@@ -77,17 +74,12 @@ def save_results_function(dialect: Dialect, leg_values: Sequence[str],
     requests_in = rows_of("requests", requests_t, request_values)
     new_requests = postgresql.insert(requests_t).from_select(
         list(request_values), select(*(requests_in.c[n] for n in request_values)))
-    release = update(threads_t).where(
-        and_(threads_t.c.thread_key == p("thread"), threads_t.c.lease_owner == p("owner"),
-             threads_t.c.version == p("seen_version")),
-        p("release", type_=Boolean),
-    ).values(lease_owner=None, lease_expires_at=None)
     return PgFunction("callsync_save_results", [
         Part(upsert_legs, rows="legs_written"),
         Part(top_level, into=("lease_owner",), strict=False),
         Part(_sync_from("step_sync"), rows="step_synced"),
         Part(new_requests, rows="requests_written"),
-        Part(release, rows="released"),
+        Part(release.where(p("release", type_=Boolean)), rows="released"),
         Part(_sync_from("release_sync", p("released", type_=Integer) == 1),
              feed={"released": "released"}, rows="release_synced"),
     ], dialect)

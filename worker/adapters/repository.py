@@ -37,11 +37,14 @@ from sqlalchemy.orm import Session
 
 from worker.adapters.models import (
     CallRow,
-    DeliveryRow,
-    JournalRow,
     LegRow,
-    RequestRow,
     ThreadRow,
+    calls_t,
+    deliveries_t,
+    journal_t,
+    legs_t,
+    requests_t,
+    threads_t,
 )
 from worker.adapters.pg_function import Part, PgFunction
 from worker.adapters.pg_step import save_results_function
@@ -77,9 +80,6 @@ class Claim:
 # per dialect and run on the connection's DBAPI cursor (worker.adapters.prepared): building and
 # caching an ORM statement per call cost about 70% of the CPU of an event, and SQLAlchemy's
 # execution of a compiled one 10-40 µs more per statement (see docs/performance-history.md).
-threads_t, calls_t, legs_t = ThreadRow.__table__, CallRow.__table__, LegRow.__table__
-journal_t, deliveries_t = JournalRow.__table__, DeliveryRow.__table__
-requests_t = RequestRow.__table__
 THREAD_PART, LEGS_PART = 0, 1   # the two parts of a thread's read, in this order
 
 
@@ -232,7 +232,8 @@ class _Statements:
         ], dialect) if dialect.name == "postgresql" else None
         # And a batch of steps' results with the release after it (save_step_and_release).
         self.save_results = save_results_function(
-            dialect, LEG_VALUES, REQUEST_VALUES) if dialect.name == "postgresql" else None
+            dialect, self.release, LEG_VALUES, REQUEST_VALUES,
+        ) if dialect.name == "postgresql" else None
         self.functions = tuple(f for f in (self.accept, self.save_results) if f is not None)
         for name in PREPARED:
             setattr(self, name, Prepared(getattr(self, name), dialect))
