@@ -251,19 +251,14 @@ def drive_thread(svc: Services, thread_key: str) -> Driven:
     """Do everything the thread needs now, under its lease; never twice, never concurrently."""
     claims: list[repo.Claim] = []
     with svc.one_connection():
+        # Claim and read the thread (no lease: another worker holds it), releasing it if idle.
         with _giving_back(svc, claims), svc.statements() as s:
-            lease = _take_lease(svc, s, thread_key, claims.append)
+            lease = None
+            claim = repo.claim_thread(s, thread_key, svc.new_owner(), svc.clock(), svc.lease)
+            if claim is not None:
+                claims.append(claim)
+                lease = _read_claimed(svc, s, claim)
         return _drive(svc, lease, Driven(thread_key))
-
-
-def _take_lease(svc: Services, s: repo.Db, thread_key: str,
-                claimed: Callable[[repo.Claim], None]) -> _Lease | None:
-    """Claim and read the thread (None: another worker holds it), releasing it if idle."""
-    claim = repo.claim_thread(s, thread_key, svc.new_owner(), svc.clock(), svc.lease)
-    if claim is None:
-        return None
-    claimed(claim)
-    return _read_claimed(svc, s, claim)
 
 
 @contextmanager
