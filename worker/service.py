@@ -278,9 +278,11 @@ def _giving_back(svc: Services, claims: list[repo.Claim]) -> Iterator[None]:
 
 def _read_claimed(svc: Services, s: repo.Db, claim: repo.Claim,
                   journaled: tuple[str, str] | None = None) -> _Lease:
-    """Read the claimed thread, unless `journaled` (call id, payload) is all it holds: the
-    event that created it (a fresh claim) is not read back."""
-    if journaled is not None and claim.fresh:
+    """Read the claimed thread, unless the claim read it already, or `journaled` (call id,
+    payload) is all it holds: the event that created it (a fresh claim) is not read back."""
+    if claim.read is not None:   # read by the claim's own statement (PostgreSQL's journal)
+        thread = claim.read
+    elif journaled is not None and claim.fresh:
         thread = repo.first_event_thread(claim.thread_key, *journaled)
     else:
         thread = repo.load_thread(s, claim.thread_key)

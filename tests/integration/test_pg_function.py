@@ -8,14 +8,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import bindparam, exc, select, update
+from sqlalchemy import Integer, bindparam, exc, select, update
 
 from tests.factories import call_events, thread_events
 from tests.postgres import backend_pid, kill_backend
 from worker.adapters import db
 from worker.adapters import repository as repo
 from worker.adapters.models import CallRow, JournalRow, ThreadRow
-from worker.adapters.pg_function import Part, PgFunction
+from worker.adapters.pg_function import Part, PgFunction, Then
 from worker.domain.events import validate_event
 from worker.service import utcnow
 
@@ -156,3 +156,60 @@ def test_check_names_a_role_that_cannot_create_the_function(postgres_url: str, r
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_journal_reads_the_thread_it_claims_as_load_thread_does(
+        make_services, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal's function ends with the read of the thread it claimed, in the same round
+    trip, and it is the read load_thread makes: events, sync states, legs and top-level. A
+    fresh claim (the thread holds only its event) reads nothing, and the drive reads nothing
+    more."""
+    from worker.service import handle_event
+
+    svc = make_services()
+    accept, load = repo.accept_event, repo.load_thread
+    claims: list[repo.Claim] = []
+    loads: list[str] = []
+
+    def journal_and_compare(session, *args, **kwargs):  # type: ignore[no-untyped-def]
+        outcome, thread_key, claim = accept(session, *args, **kwargs)
+        assert claim is not None
+        claims.append(claim)
+        if claim.read is not None:
+            assert claim.read == load(session, thread_key)
+        return outcome, thread_key, claim
+
+    monkeypatch.setattr(repo, "accept_event", journal_and_compare)
+    monkeypatch.setattr(repo, "load_thread", lambda s, key: loads.append(key) or load(s, key))
+    events = thread_events("reads", consults=1)
+    for raw in events:
+        handle_event(svc, raw)
+    assert [c.fresh for c in claims] == [True] + [False] * (len(events) - 1)
+    assert [c.read is not None for c in claims] == [False] + [True] * (len(events) - 1)
+    last = claims[-1].read
+    assert last is not None and last.top_level_id is not None and len(last.calls) == 2
+    assert all(call.legs for call in last.calls.values())   # each call's interaction, at least
+    assert loads == []
+
+
+def test_a_function_ends_with_its_read_only_when_its_condition_holds(engine, run: str) -> None:
+    threads_t = ThreadRow.__table__
+    bump = update(threads_t).where(threads_t.c.thread_key == bindparam("key")).values(
+        version=threads_t.c.version + 1).returning(threads_t.c.version)
+    read = select(threads_t.c.thread_key.label("key_read"), threads_t.c.lease_owner).where(
+        threads_t.c.thread_key == bindparam("key"))
+    function = PgFunction("callsync_test_bump_read", [Part(bump, into=("version",))],
+                          engine.dialect, then=Then(read, when=bindparam(
+                              "bumped", type_=Integer) > bindparam("above"),
+                              feed={"bumped": "version"}))
+    _journal(engine, call_events(f"then{run}")[:1], owner="w")
+    with engine.connect() as conn:
+        function.install(conn.connection.dbapi_connection)
+        with conn.begin():
+            first, rows = function.run_with_rows(conn, {"key": f"then{run}", "above": 2})
+            assert (first.version, rows) == (2, [])      # 2 > 2 does not hold: no read
+            first, rows = function.run_with_rows(conn, {"key": f"then{run}", "above": 2})
+            assert first.version == 3 and first.key_read is None
+            assert [(r.version, r.key_read, r.lease_owner) for r in rows] == [
+                (None, f"then{run}", None)]

@@ -61,19 +61,19 @@ def test_an_error_undoes_what_atomic_grouped(make_services, simulators, database
 
 def test_an_error_after_the_claim_gives_the_thread_back(make_services, simulators,
                                                         monkeypatch):
-    """On PostgreSQL the journal and the claim commit before the thread is read: a read that
-    fails must not leave the thread busy, or the event's retry would find it so and leave its
-    work to a lease that nobody holds, until it expires."""
+    """On PostgreSQL the journal and the claim commit before the thread is released: a
+    release that fails must not leave the thread busy, or the event's retry would find it so
+    and leave its work to a lease that nobody holds, until it expires."""
     svc = make_services()
     new, in_process, _ = call_events("giveback")
     handle_event(svc, new)
-    load = repo.load_thread
+    release = repo.release_thread
 
     def fail_once(*args, **kwargs):  # type: ignore[no-untyped-def]
-        monkeypatch.setattr(repo, "load_thread", load)
-        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+        monkeypatch.setattr(repo, "release_thread", release)
+        raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(repo, "load_thread", fail_once)
+    monkeypatch.setattr(repo, "release_thread", fail_once)
     with pytest.raises(OperationalError):
         handle_event(svc, in_process)
     with svc.transaction() as s:

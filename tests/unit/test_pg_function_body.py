@@ -5,11 +5,11 @@ statements are is refused when it is built."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Integer, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.adapters.models import CallRow, ThreadRow
-from worker.adapters.pg_function import Part, PgFunction
+from worker.adapters.pg_function import Part, PgFunction, Then
 
 PG = postgresql.psycopg.dialect()
 threads_t, calls_t = ThreadRow.__table__, CallRow.__table__
@@ -86,3 +86,36 @@ def test_a_part_may_count_the_rows_it_changed_and_allow_no_row() -> None:
     assert body.index("UPDATE calls") < body.index("GET DIAGNOSTICS o_marked = ROW_COUNT;")
     with pytest.raises(ValueError, match="returns 0 columns and 0 names"):
         PgFunction("h", [Part(mark)], PG)   # neither outputs nor a count: nothing to read
+
+
+def _read():  # type: ignore[no-untyped-def]
+    return select(threads_t.c.top_level_call_id, threads_t.c.lease_owner).where(
+        threads_t.c.thread_key == bindparam("key"))
+
+
+def test_a_read_after_the_statements_is_returned_after_the_outputs_row() -> None:
+    function = PgFunction("r", [Part(_new_thread(), into=("key", "version"))], PG, then=Then(
+        _read(), when=bindparam("v", type_=Integer) > bindparam("above", type_=Integer),
+        feed={"v": "version", "key": "key"}))
+    body = function.create_sql
+    assert ("RETURNS TABLE(o_key VARCHAR(255), o_version INTEGER, "
+            "o_top_level_call_id VARCHAR(255), o_lease_owner VARCHAR(100))") in body
+    assert "OUT o_" not in body and function.arguments == ("key", "now", "above")
+    tail = body[body.index("INTO STRICT o_key, o_version;"):]
+    assert tail.startswith("INTO STRICT o_key, o_version;\nRETURN NEXT;\n"
+                           "IF o_version::INTEGER > p_above::INTEGER THEN\n"
+                           "RETURN QUERY SELECT NULL::VARCHAR(255), NULL::INTEGER, then_rows.* "
+                           "FROM (SELECT threads.top_level_call_id")
+    assert "WHERE threads.thread_key = o_key::VARCHAR) AS then_rows;\nEND IF;\nEND" in tail
+
+
+@pytest.mark.parametrize(("then", "message"), [
+    (Then(_read(), when=bindparam("v", type_=Integer) > 1, feed={"v": "nothing"}),
+     "'v' is fed from 'nothing', which no earlier statement returns"),
+    (Then(select(threads_t.c.version).where(threads_t.c.thread_key == bindparam("key")),
+          when=bindparam("key", type_=Integer) > 1),
+     r"the read's columns \['version'\] are outputs too"),
+])
+def test_a_read_that_cannot_follow_the_statements_is_refused(then, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=message):
+        PgFunction("r", [Part(_new_thread(), into=("key", "version"))], PG, then=then)

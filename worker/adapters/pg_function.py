@@ -15,6 +15,10 @@ before it waited for: the same locks in the same order and the same answers. Not
 logic is written twice. It is a temporary function (`pg_temp`), created on every new
 connection (worker.adapters.db), so it always matches the code that calls it and needs no
 migration.
+
+A function may also end with a read (`Then`): a SELECT that needs the statements' writes, whose
+rows it returns after its row of outputs, when a condition on those outputs holds. The journal's
+function reads the thread it has just claimed that way, in the same round trip.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Integer, bindparam, column, text
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, ColumnElement, Select
 from sqlalchemy.sql.sqltypes import NullType
 from sqlalchemy.types import TypeEngine
 
@@ -59,11 +63,25 @@ class Part:
         return f"{into};{rows}"
 
 
+@dataclass(frozen=True)
+class Then:
+    """A SELECT run after the parts, when `when` holds (an expression whose parameters are the
+    function's arguments or, through `feed`, the parts' outputs): the function returns its
+    rows after the row of outputs. Its columns' names must differ from the outputs'."""
+
+    statement: Select[Any]
+    when: ColumnElement[bool]
+    feed: Mapping[str, str] = field(default_factory=dict)
+
+
 class PgFunction:
     """`parts` as one function `pg_temp.<name>`: `create_sql` makes it on a connection, and
-    `run` calls it with every part's parameters (one dict) and returns its one row."""
+    `run` calls it with every part's parameters (one dict) and returns its one row; with a
+    `then`, `run_with_rows` returns that row and the rows the read returned (none when its
+    condition did not hold)."""
 
-    def __init__(self, name: str, parts: Sequence[Part], dialect: Dialect) -> None:
+    def __init__(self, name: str, parts: Sequence[Part], dialect: Dialect,
+                 then: Then | None = None) -> None:
         if dialect.name != "postgresql":
             raise ValueError(f"{name}: a PL/pgSQL function needs PostgreSQL, not {dialect.name}")
         self.name = name
@@ -71,6 +89,14 @@ class PgFunction:
         outputs: dict[str, TypeEngine[Any]] = {}
         # The body's statements in order (what a test of lock order reads).
         self.statements = [self._part_sql(part, dialect, arguments, outputs) for part in parts]
+        read: dict[str, TypeEngine[Any]] = {}
+        if then is not None:
+            self._check_feed(then.feed, outputs)
+            read = {c.key: c.type for c in then.statement.exported_columns}
+            if clash := sorted(set(read) & set(outputs)):
+                raise ValueError(f"{name}: the read's columns {clash} are outputs too")
+            when = self._sql(then.when, then.feed, dialect, arguments)
+            select_sql = self._sql(then.statement, then.feed, dialect, arguments)
         untyped = [arg for arg, type_ in arguments.items() if isinstance(type_, NullType)]
         if untyped:
             raise ValueError(f"{name}: no type for the parameters {untyped}; give each a type "
@@ -79,10 +105,21 @@ class PgFunction:
         def sql_type(type_: TypeEngine[Any]) -> str:
             return dialect.type_compiler_instance.process(type_)
 
-        signature = ", ".join([f"p_{arg} {sql_type(t)}" for arg, t in arguments.items()]
-                              + [f"OUT o_{out} {sql_type(t)}" for out, t in outputs.items()])
+        parameters = [f"p_{arg} {sql_type(t)}" for arg, t in arguments.items()]
+        returned = {**outputs, **read}
         statements = "\n".join(
             f"{sql}{part.after()}" for sql, part in zip(self.statements, parts, strict=True))
+        if then is None:
+            signature = ", ".join(parameters + [f"OUT o_{out} {sql_type(t)}"
+                                                for out, t in outputs.items()])
+        else:
+            # A set-returning function: its columns are its variables, so the outputs' row is
+            # RETURN NEXT (the read's columns still NULL), and the read's rows follow it.
+            signature = ", ".join(parameters) + ") RETURNS TABLE(" + ", ".join(
+                f"o_{out} {sql_type(t)}" for out, t in returned.items())
+            nulls = ", ".join(f"NULL::{sql_type(t)}" for t in outputs.values())
+            statements += (f"\nRETURN NEXT;\nIF {when} THEN\nRETURN QUERY SELECT {nulls}, "
+                           f"then_rows.* FROM ({select_sql}) AS then_rows;\nEND IF;")
         if "$callsync$" in statements:
             raise ValueError(f"{name}: a statement holds the function's quote, $callsync$")
         self.create_sql = (
@@ -90,10 +127,10 @@ class PgFunction:
             f"LANGUAGE plpgsql VOLATILE AS $callsync$\nBEGIN\n{statements}\nEND\n$callsync$")
         # SQLAlchemy casts each argument to its type, as it does the statements' own parameters.
         call = text(
-            f"SELECT {', '.join(f'o_{out} AS {out}' for out in outputs)} FROM pg_temp.{name}("
+            f"SELECT {', '.join(f'o_{out} AS {out}' for out in returned)} FROM pg_temp.{name}("
             + ", ".join(f":{arg}" for arg in arguments) + ")"
         ).bindparams(*(bindparam(arg, type_=t) for arg, t in arguments.items())).columns(
-            *(column(out, t) for out, t in outputs.items()))
+            *(column(out, t) for out, t in returned.items()))
         self._call = Prepared(call, dialect)
         self.arguments = tuple(arguments)
 
@@ -101,23 +138,38 @@ class PgFunction:
                   outputs: dict[str, TypeEngine[Any]]) -> str:
         """The part's statement as the body runs it: its parameters the function's arguments,
         the outputs it is fed, or its own constants. Adds what it takes and returns."""
-        compiled = part.statement.compile(dialect=dialect)
-        if getattr(compiled, "escaped_bind_names", None):
-            raise ValueError(f"{self.name}: escaped parameter names are not supported")
         columns = list(getattr(part.statement, "exported_columns", ()))
         if len(columns) != len(part.into) or not (columns or part.rows):
             raise ValueError(f"{self.name}: a statement returns {len(columns)} columns and "
                              f"{len(part.into)} names were given for them")
-        for feed, source in part.feed.items():
+        self._check_feed(part.feed, outputs)
+        sql = self._sql(part.statement, part.feed, dialect, arguments)
+        named = [(out, c.type) for out, c in zip(part.into, columns, strict=True)]
+        for out, type_ in named + ([(part.rows, Integer())] if part.rows else []):
+            if out in outputs:
+                raise ValueError(f"{self.name}: two statements return {out!r}")
+            outputs[out] = type_
+        return sql
+
+    def _check_feed(self, feed: Mapping[str, str], outputs: Mapping[str, Any]) -> None:
+        for name, source in feed.items():
             if source not in outputs:
-                raise ValueError(f"{self.name}: {feed!r} is fed from {source!r}, which no "
+                raise ValueError(f"{self.name}: {name!r} is fed from {source!r}, which no "
                                  "earlier statement returns")
+
+    def _sql(self, clause: ClauseElement, feed: Mapping[str, str], dialect: Dialect,
+             arguments: dict[str, TypeEngine[Any]]) -> str:
+        """`clause` as the body runs it: its parameters the function's arguments, the outputs
+        it is fed, or its own constants. Adds the arguments it takes."""
+        compiled = clause.compile(dialect=dialect)
+        if getattr(compiled, "escaped_bind_names", None):
+            raise ValueError(f"{self.name}: escaped parameter names are not supported")
 
         def place(match: re.Match[str]) -> str:
             name = match.group(1)
             bind = compiled.binds[name]
-            if name in part.feed:
-                return f"o_{part.feed[name]}"
+            if name in feed:
+                return f"o_{feed[name]}"
             if bind.required:
                 known = arguments.get(name)
                 if known is None or isinstance(known, NullType):
@@ -133,13 +185,7 @@ class PgFunction:
             return str(literal(value))
 
         # pyformat doubles a literal %; the function's body is sent with no parameters.
-        sql = _PLACEHOLDER.sub(place, compiled.string).replace("%%", "%")
-        named = [(out, c.type) for out, c in zip(part.into, columns, strict=True)]
-        for out, type_ in named + ([(part.rows, Integer())] if part.rows else []):
-            if out in outputs:
-                raise ValueError(f"{self.name}: two statements return {out!r}")
-            outputs[out] = type_
-        return sql
+        return _PLACEHOLDER.sub(place, compiled.string).replace("%%", "%")
 
     def install(self, dbapi_connection: Any) -> None:
         """Create (or replace) the function on one DBAPI connection, and commit."""
@@ -153,3 +199,8 @@ class PgFunction:
     def run(self, conn: Any, params: Mapping[str, Any]) -> Any:
         """The function's one row (its outputs by name), called on `conn`'s transaction."""
         return self._call.run(conn, {arg: params[arg] for arg in self.arguments}).one()
+
+    def run_with_rows(self, conn: Any, params: Mapping[str, Any]) -> tuple[Any, list[Any]]:
+        """The outputs' row and the rows of the function's read (`then`), in one call."""
+        first, *rows = self._call.run(conn, {arg: params[arg] for arg in self.arguments}).all()
+        return first, rows

@@ -12,18 +12,20 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Integer,
     String,
     and_,
     bindparam,
     case,
     func,
     literal,
+    not_,
     null,
     or_,
     select,
@@ -46,7 +48,7 @@ from worker.adapters.models import (
     requests_t,
     threads_t,
 )
-from worker.adapters.pg_function import Part, PgFunction
+from worker.adapters.pg_function import Part, PgFunction, Then
 from worker.adapters.pg_step import save_results_function
 from worker.adapters.prepared import Prepared, PreparedRows, RowBinds
 from worker.domain.events import PhoneCallEvent, Status, merge_events
@@ -74,6 +76,9 @@ class Claim:
     # This claim's own event created the thread and its call is in it: the event is all the
     # thread holds, so there is nothing to read back.
     fresh: bool = False
+    # The thread as read with the claim, when the claim's own statement could read it too
+    # (PostgreSQL's journal function); None: read it next, unless it is fresh.
+    read: ThreadState | None = field(default=None, compare=False, repr=False)
 
 
 # The hot path runs the same dozen statements for every event. They are built and compiled once
@@ -224,12 +229,21 @@ class _Statements:
         ).values(in_flight=deliveries_t.c.in_flight - 1)
         # On PostgreSQL an event's three journal statements are one round trip: a function made
         # of them (worker.adapters.pg_function), created on every connection (install_functions).
+        # It ends with the thread's read when the claim is this event's and the thread holds
+        # more than the event (accept_event's `fresh`): the drive needs no other round trip.
+        claimed_and_not_fresh = and_(
+            p("holder", type_=String) == p("owner"),
+            not_(and_(p("bumped_version", type_=Integer) == 1,
+                      p("call_thread", type_=String) == p("thread"))))
         self.accept = PgFunction("callsync_accept", [
             Part(self.bump_and_claim, into=("thread_key", "version", "lease_owner",
                                             "lease_expires_at")),
             Part(self.upsert_call, into=("call_thread",), feed={"thread": "thread_key"}),
             Part(self.journal_event, into=("outcome",)),
-        ], dialect) if dialect.name == "postgresql" else None
+        ], dialect, then=Then(self.thread_rows, when=claimed_and_not_fresh, feed={
+            "thread": "thread_key", "holder": "lease_owner", "bumped_version": "version",
+            "call_thread": "call_thread",
+        })) if dialect.name == "postgresql" else None
         # And a batch of steps' results with the release after it (save_step_and_release).
         self.save_results = save_results_function(
             dialect, self.release, LEG_VALUES, REQUEST_VALUES,
@@ -323,9 +337,11 @@ def accept_event(
         "body": payload,
     }
     # Locks in one order everywhere (threads, then calls), or PostgreSQL finds deadlocks.
-    if sql.accept is not None:   # PostgreSQL: the three statements below, in one round trip
-        thread = sql.accept.run(conn, journaled)
+    read = None
+    if sql.accept is not None:   # PostgreSQL: the three statements below, and the read
+        thread, rows = sql.accept.run_with_rows(conn, journaled)
         call_thread, outcome = thread.call_thread, thread.outcome
+        read = thread_from_rows(thread.thread_key, rows) if rows else None
     else:
         thread = sql.bump_and_claim.run(conn, journaled).one()
         # The call's thread, which differs from the one just bumped only when another worker's
@@ -338,7 +354,7 @@ def accept_event(
     if thread.lease_owner == owner:
         fresh = thread.version == 1 and call_thread == thread_key
         return outcome, thread_key, Claim(thread_key, owner, int(thread.version),
-                                          took_over=False, fresh=fresh)
+                                          took_over=False, fresh=fresh, read=read)
     if thread.lease_expires_at is not None and thread.lease_expires_at < now:
         return outcome, thread_key, _take_over(conn, sql, params)
     return outcome, thread_key, None
@@ -405,8 +421,12 @@ def thread_version(session: Db, thread_key: str) -> int:
 
 def load_thread(session: Db, thread_key: str) -> ThreadState:
     conn, sql = _run(session)
-    key = {"thread": thread_key}
-    rows = sql.thread_rows.run(conn, key).all()
+    return thread_from_rows(thread_key, sql.thread_rows.run(conn, {"thread": thread_key}).all())
+
+
+def thread_from_rows(thread_key: str, rows: Sequence[Any]) -> ThreadState:
+    """The thread from the rows of its read (`thread_rows`), run alone or by the journal's
+    function."""
     if not rows or rows[0].part != THREAD_PART:
         raise LookupError(f"no thread {thread_key!r}")
     # Calls in the order their first event was journaled; a call with none is not in the thread.
