@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Iterator
 
@@ -251,6 +252,11 @@ def test_phone_call_with_transcript_round_trip(oracle: requests.Session, sims: S
     assert [m["MessageId"] for m in listed["items"]] == message_ids
     assert all(m["CallId"] == call["CallId"] for m in listed["items"])
     assert oracle.get(url(sims, "phoneCalls/1"), timeout=5).status_code == 404
+    # Each write's login id is Oracle's 32 hex digits, and no two writes share one.
+    logins = [call["LastUpdateLogin"], *(m["LastUpdateLogin"] for m in call["TranscriptMessage"]),
+              create(oracle, sims)["LastUpdateLogin"]]
+    assert all(re.fullmatch(r"[0-9A-F]{32}", login) for login in logins)
+    assert len(set(logins)) == len(logins) == 7
 
 
 @pytest.mark.parametrize(
