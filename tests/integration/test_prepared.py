@@ -69,8 +69,14 @@ def test_many_rows_in_one_statement_and_the_rows_changed(engine) -> None:
         assert seen[0] == seen[1] != seen[2]
         bump = Prepared(threads_t.update().where(threads_t.c.thread_key == bindparam("key"))
                         .values(version=threads_t.c.version + 1), engine.dialect)
-        assert bump.run(conn, {"key": "t-2"}).rowcount == 1
+        bumped = bump.run(conn, {"key": "t-2"})
+        assert (bumped.rowcount, bumped.all()) == (1, [])   # no RETURNING: nothing fetched
         assert bump.run(conn, {"key": "nobody"}).rowcount == 0
+        claim = Prepared(threads_t.update().where(threads_t.c.thread_key == bindparam("key"))
+                         .values(version=threads_t.c.version + 1)
+                         .returning(threads_t.c.version), engine.dialect)
+        assert claim.run(conn, {"key": "nobody"}).all() == []   # RETURNING, but no row
+        assert [r.version for r in claim.run(conn, {"key": "t-2"}).all()] == [3]
         stored = Prepared(select(legs_t.c.leg, legs_t.c.attempts, legs_t.c.updated_at)
                           .where(legs_t.c.interaction_id == bindparam("call"))
                           .order_by(legs_t.c.attempts),
