@@ -23,10 +23,11 @@ from urllib.parse import parse_qs, urlsplit
 from worker.sandbox.faults import FaultPlan, FaultRule
 
 ADMIN_PREFIX = "/_sim/"
-# Request ids: unique per simulator process, and cheaper than a uuid4 each (a system call for
-# its randomness). count() is safe to share between the server's threads; a generator is not.
-_REQUEST_ID_PREFIX = uuid.uuid4().hex[:16]
-_REQUEST_COUNT = itertools.count(1)
+# Ids unique per simulator process (request ids, Oracle's login ids), and cheaper than a uuid4
+# each (a system call for its randomness). count() is safe to share between the server's
+# threads; a generator is not.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNT = itertools.count(1)
 
 
 @dataclass
@@ -66,6 +67,11 @@ class Request:
     def json_body(self) -> Any:
         """Parsed JSON body; raises ValueError when it is not JSON."""
         return json.loads(self.body.decode("utf-8")) if self.body else None
+
+
+def unique_id() -> str:
+    """32 hex digits, unique in this simulator process."""
+    return f"{_ID_PREFIX}{next(_ID_COUNT):016x}"
 
 
 def utc_now() -> str:
@@ -211,7 +217,7 @@ class SimHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(reply.body)))
             # Real CRMs stamp a request id; callsync stores it with a failure for support cases.
-            self.send_header("X-Request-Id", f"{_REQUEST_ID_PREFIX}{next(_REQUEST_COUNT):016x}")
+            self.send_header("X-Request-Id", unique_id())
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()

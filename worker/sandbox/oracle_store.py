@@ -6,11 +6,9 @@ Not locked itself: OracleSimulator holds its lock around every call.
 from __future__ import annotations
 
 import copy
-import itertools
-import uuid
 from typing import Any
 
-from worker.sandbox.base import utc_now
+from worker.sandbox.base import unique_id, utc_now
 from worker.sandbox.oracle_schema import (
     INTERACTION_DEFAULTS,
     INTERACTION_WRITABLE,
@@ -23,12 +21,6 @@ FIRST_INTERACTION_ID = 300100000000001
 # Separate ranges so an id of the wrong kind never accidentally finds a record.
 FIRST_CALL_ID = 300100500000001
 FIRST_MESSAGE_ID = 300100900000001
-# LastUpdateLogin: a 32-digit hex id per write, unique in this process. A uuid4 each (a system
-# call for its randomness, once per record and per transcript message) took a sixth of the
-# simulator's time handling a request in the benchmark (py-spy); a counter after a random
-# prefix is as unique.
-_LOGIN_PREFIX = uuid.uuid4().hex[:16].upper()
-_LOGIN_COUNT = itertools.count(1)
 
 # Read-only attributes echoed in items (the docs' examples show them, mostly null here).
 _INTERACTION_DISPLAY = (
@@ -174,5 +166,6 @@ class OracleStore:
 
     @staticmethod
     def _touch(record: dict[str, Any], user: str, now: str) -> None:
-        login = f"{_LOGIN_PREFIX}{next(_LOGIN_COUNT):016X}"
-        record.update(LastUpdatedBy=user, LastUpdateDate=now, LastUpdateLogin=login)
+        # A uuid4 per write (once per record and per transcript message) took a sixth of the
+        # simulator's time handling a request in the benchmark (py-spy).
+        record.update(LastUpdatedBy=user, LastUpdateDate=now, LastUpdateLogin=unique_id().upper())
