@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
 import time
 from collections.abc import Iterator
 
@@ -469,3 +470,42 @@ def test_every_reply_has_its_own_request_id_and_its_whole_body(sims: Simulators)
     with ThreadPoolExecutor(8) as pool:
         ids = [i for batch in pool.map(query, range(8)) for i in batch]
     assert len(ids) == 80 and len(set(ids)) == 80
+
+
+# --- the standalone simulator process (what the benchmark runs) -----------------------------
+def test_standalone_process_reads_request_headers_as_the_in_process_one() -> None:
+    """`python -m worker.sandbox.server` parses request headers without the email package
+    (worker.sandbox.http_headers): auth, the framework version and a folded line still reach
+    the simulator as http.client would have read them."""
+    from worker.bench_env import SimulatorProcess
+
+    process = SimulatorProcess(latency_ms=0).start()
+    try:
+        root = f"{process.oracle_url}{API}"
+        created = requests.post(f"{root}/interactions", json={"StatusCd": "ORA_SVC_OPEN"},
+                                auth=AUTH, timeout=5)
+        assert created.status_code == 201, created.text
+        denied = requests.post(f"{root}/interactions", json={}, headers=V4, timeout=5)
+        assert denied.status_code == 401 and denied.json()["status"] == "401"
+        # A folded Authorization line goes to the standard parser: the same answer as from
+        # the in-process simulators, which use http.client's parser throughout.
+        folded = (b"GET " + API.encode() + b"/interactions HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Basic\r\n c2FuZGJveDpzYW5kYm94LXBhc3N3b3Jk\r\n"
+                  b"Connection: close\r\n\r\n")
+        answer = _raw_exchange(process.oracle_port, folded)
+        with Simulators() as in_process:
+            port = int(in_process.oracle_url.rsplit(":", 1)[1])
+            assert _status_line(answer) == _status_line(_raw_exchange(port, folded))
+        assert re.search(rb"\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", answer)
+    finally:
+        process.stop()
+
+
+def _raw_exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
+def _status_line(answer: bytes) -> bytes:
+    return answer.split(b"\r\n", 1)[0]

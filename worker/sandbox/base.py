@@ -155,6 +155,7 @@ class SimHandler(BaseHTTPRequestHandler):
     # after each request (unbuffered, they were two), so the client reads one segment, not two.
     wbufsize = 64 * 1024
     server: SimServer
+    _date: tuple[int, str] = (-1, "")   # (epoch second, its Date header); replaced whole
 
     def handle(self) -> None:
         # The client hung up (a killed worker, a timeout): there is nothing to answer.
@@ -163,6 +164,16 @@ class SimHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the request log at /_sim/requests replaces stderr noise
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, formatted once a second rather than for every reply."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second = int(time.time())
+        cached = SimHandler._date
+        if cached[0] != second:
+            cached = SimHandler._date = (second, super().date_time_string(second))
+        return cached[1]
 
     def do_GET(self) -> None:
         self._dispatch()

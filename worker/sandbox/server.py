@@ -11,6 +11,7 @@ import time
 from types import TracebackType
 from typing import Any
 
+from worker.sandbox import http_headers
 from worker.sandbox.base import SimServer, SimState
 from worker.sandbox.caliq import CaliqSimulator
 from worker.sandbox.oracle import OracleSimulator
@@ -111,6 +112,8 @@ def serve_forever(
 
 
 def main(argv: list[str] | None = None) -> None:
+    # This process only serves the simulators: their request headers skip the email parser.
+    http_headers.install()
     parser = argparse.ArgumentParser(description="Oracle Fusion and Caliq sandbox simulators")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--oracle-port", type=int, default=8801)
