@@ -1,8 +1,8 @@
 """Request headers read without the email package, in the simulators' own process.
 
 http.server reads a request's headers with `http.client.parse_headers`, which hands them to
-`email.parser`: py-spy put that at about two fifths of a simulator's CPU per request, and the
-simulators share the benchmark's two cores with the workers they stand in for a remote CRM to.
+`email.parser`: py-spy put that at about two fifths of a simulator's CPU per request. The
+simulators stand in for remote CRMs, yet in the benchmark they share the workers' two cores.
 `parse_headers` here builds the same `HTTPMessage` directly when every line is a plain
 `Name: value` field, and leaves anything else (a folded line, a line with no field name, a bare
 CR, a multipart or message body type) to the standard parser, so that what a request handler
