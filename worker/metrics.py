@@ -25,6 +25,11 @@ RETRIES = Counter("callsync_retries_total", "Transient failures that were schedu
 FAILURES = Counter("callsync_failures_total", "Legs that failed for good or were parked.",
                    ["leg", "kind"])
 
+RATE_LIMIT_LATE = Counter(
+    "callsync_rate_limit_late_total",
+    "Rate-limit turns given up because the process woke after its moment (a stall).", ["crm"],
+)
+
 _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
 
 

@@ -153,11 +153,14 @@ class JsonHttp:
         json_body: Any = None, params: dict[str, str] | None = None,
         describe_error: Callable[[requests.Response], str] | None = None,
     ) -> requests.Response:
-        if self.limiter is not None:
-            self._wait_for_turn(self.limiter, method, path)
         started = time.perf_counter()
         try:
             prepared = self._prepare(method, path, json_body, params)
+            if self.limiter is not None:
+                # The last thing before the send: a stall between the turn and the send would
+                # put this request on top of the next turns, so nothing else runs in between.
+                self._wait_for_turn(self.limiter, method, path)
+                started = time.perf_counter()
             # The session's adapter, with its pool, proxies and CA bundle, without Session.send:
             # its cookie jar, hooks and redirect handling are a fifth of a request's client CPU
             # and none of them applies to a JSON API (a redirect is refused below).
