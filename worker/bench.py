@@ -41,6 +41,7 @@ from worker.bench_env import (
     fresh_database,
 )
 from worker.bench_plan import Plan, plan_events
+from worker.bench_stall import Staller
 from worker.celery_app import QUEUE
 from worker.domain.plan import CallSync, LegState
 from worker.mapping.transcript import parse_transcript
@@ -63,6 +64,7 @@ class BenchConfig:
     caliq_rate_limit: float = 0.0
     order: str = "interleaved"
     publish_rate: float = 0.0                # events per second; 0: as fast as possible
+    stall_ms: float = 0.0                    # workers frozen this long every 2 s; 0: never
     noop: bool = True
     timeout: float = 1800.0
 
@@ -230,6 +232,7 @@ class CallsRun:
     publish_seconds: float
     samples: list[tuple[float, int, float]]      # (seconds, calls synced, worker RSS MiB)
     cpu: dict[str, Any]                          # first publish to every call synced
+    stalls: dict[str, Any] | None = None         # --stall-ms: how often and how long frozen
 
 
 def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFleet,
@@ -244,6 +247,8 @@ def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFl
                                    .where(CallRow.sync_state == CallSync.SYNCED.value)) or 0)
 
     sampler = Sampler(fleet.pids(), synced).start()
+    staller = (Staller(fleet.pids(), config.stall_ms / 1000).start()
+               if config.stall_ms > 0 else None)
     published: dict[tuple[str, int], float] = {}
     cpu_start = meter.read()
     started = time.time()
@@ -267,8 +272,13 @@ def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFl
         cpu = cpu_split([(cpu_start, meter.read())], len(plan.events), per="event")
         sampler.sample(time.time() - started)
     finally:
+        if staller is not None:
+            staller.stop()
         sampler.stop()
-    return CallsRun(started, published, publish_seconds, sampler.samples, cpu)
+    stalls = None if staller is None else {
+        "count": staller.stalls, "every_seconds": staller.every_seconds,
+        "frozen_seconds": round(staller.frozen_seconds, 3)}
+    return CallsRun(started, published, publish_seconds, sampler.samples, cpu, stalls)
 
 
 def _stuck(engine: Engine) -> str:
@@ -376,6 +386,7 @@ def report(config: BenchConfig, plan: Plan, noop: dict[str, Any] | None, run: Ca
         **_memory(run.samples),
         "cpu": {"noop": noop["cpu"] if noop else None, "events": run.cpu},
         "rates": verdict.rates,
+        "stalls": run.stalls,
         "complete": True,
         "worker_error_lines": worker_errors,
         "settings": {**asdict(config), "database": _backend(database_url),

@@ -42,6 +42,7 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     result = CliRunner().invoke(cli, [
         "bench", "--calls", "20", "--concurrency", "2", "--broker-url", bench_broker,
         "--json", "--oracle-rate-limit", "500", "--prefetch-multiplier", "2",
+        "--stall-ms", "100",
     ])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -66,6 +67,13 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     assert report["settings"]["prefetch_multiplier"] == 2
     assert report["settings"]["database"] == "sqlite"
     assert report["rates"]["oracle"]["limit_per_second"] == 500
+    # The workers were frozen at least once (the first stall comes at once), and the run is
+    # still complete.
+    assert report["settings"]["stall_ms"] == 100
+    assert report["stalls"]["count"] >= 1
+    # Each stall lasts its 100 ms but the last, which the end of the run may cut short.
+    count = report["stalls"]["count"]
+    assert 0.1 * (count - 1) <= report["stalls"]["frozen_seconds"] <= 0.1 * count + 0.05
     assert report["p50_seconds"] <= report["p99_seconds"]
     # Where the CPU went: the parts add up to the machine's busy time, and the events' work
     # was done in the prefork children, handed over by Celery's main process. (A no-op phase
@@ -83,6 +91,7 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     assert f"{report['ratio_to_noop']}" in text
     assert f"before the events {before:g}, after {after:g}" in text
     assert f"pool {events['worker_pool']:.2f}" in text and "CPU per no-op task (ms)" in text
+    assert f"{report['stalls']['count']} times" in text
     # The run closed every connection it opened on the database it claimed, and released it.
     client = redis.Redis.from_url(bench_broker)
     try:

@@ -38,6 +38,9 @@ def bench(
         = 0,
     order: Annotated[str, Opt(help=f"Publishing order: {', '.join(ORDERS)}.")] = "interleaved",
     publish_rate: Annotated[float, Opt(min=0, help="Events/s to publish at (0: at once).")] = 0,
+    stall_ms: Annotated[float, Opt(
+        min=0, max=1999, help="Freeze every worker this long every 2 s, as a host that takes "
+                              "their CPU away (0: never).")] = 0,
     noop: Annotated[bool, Opt(
         help="Measure Celery's no-op ceiling, before the calls and after them.")] = True,
     timeout: Annotated[float, Opt(min=1, help="Seconds to wait for every call.")] = 1800,
@@ -57,7 +60,7 @@ def bench(
         prefetch_multiplier=prefetch_multiplier,
         database_url=database_url, broker_url=broker_url, latency_ms=latency_ms,
         oracle_rate_limit=oracle_rate_limit, caliq_rate_limit=caliq_rate_limit, order=order,
-        publish_rate=publish_rate, noop=noop, timeout=timeout,
+        publish_rate=publish_rate, stall_ms=stall_ms, noop=noop, timeout=timeout,
     )
     err = Console(stderr=True)
     # A terminated benchmark still stops its workers and simulators and drops its database.
@@ -133,6 +136,10 @@ def result_table(result: dict[str, Any]) -> Table:
         limit = f" (limit {stats['limit_per_second']:g})" if "limit_per_second" in stats else ""
         rows.append((f"{crm} requests/s average, busiest 1 s{limit}",
                      f"{stats['average_per_second']} / {stats['max_in_1s']}"))
+    if result.get("stalls"):
+        stalls = result["stalls"]
+        rows.append(("workers frozen (--stall-ms)",
+                     f"{stalls['count']} times, {stalls['frozen_seconds']} s in all"))
     for name, value in rows:
         table.add_row(name, str(value))
     return table
