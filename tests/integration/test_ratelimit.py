@@ -8,10 +8,12 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+import time
 
 import fakeredis
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from worker.adapters.http import ErrorKind, JsonHttp, RemoteError
 from worker.adapters.ratelimit import RateLimitTimeout, RedisTokenBucket, build_limiter
@@ -233,6 +235,27 @@ def test_redis_clock_is_used_when_none_is_given(client) -> None:
     limiter = RedisTokenBucket(client, "callsync:ratelimit:test", 1, burst=1)
     assert limiter.reserve() == 0
     assert 0.5 < limiter.reserve() <= 1.0   # a second's token, less the moment between calls
+
+
+def test_a_turn_given_up_is_counted_in_the_late_metric() -> None:
+    real = redis.Redis.from_url(RATELIMIT_REDIS_URL)
+    real.delete("callsync:ratelimit:test-late")
+    limiter = build_limiter(RATELIMIT_REDIS_URL, "test-late", 20)   # burst 2, 10 ms tolerance
+    assert limiter is not None
+    # Each wait overslept by 100 ms, as if the process had been stopped for that long.
+    limiter._sleep = lambda seconds: time.sleep(seconds + 0.1)
+
+    def late() -> float:
+        return REGISTRY.get_sample_value("callsync_rate_limit_late_total", {"crm": "test-late"}
+                                         ) or 0.0
+
+    before = late()
+    assert limiter() < 0.01 and limiter() < 0.01   # the burst: no wait, never late
+    assert late() == before
+    assert limiter() >= 0.15                    # 50 ms reserved, woke 100 ms after it
+    assert late() == before + 1                 # that turn given up, the next one taken
+    real.delete("callsync:ratelimit:test-late")
+    real.close()
 
 
 def test_no_limit_builds_no_limiter_and_a_limit_needs_redis() -> None:
