@@ -252,7 +252,7 @@ def test_a_turn_given_up_is_counted_in_the_late_metric() -> None:
     before = late()
     assert limiter() < 0.01 and limiter() < 0.01   # the burst: no wait, never late
     assert late() == before
-    assert limiter() >= 0.15                    # 50 ms reserved, woke 100 ms after it
+    assert limiter() >= 0.1                     # up to 50 ms reserved, woke 100 ms after it
     assert late() == before + 1                 # that turn given up, the next one taken
     real.delete("callsync:ratelimit:test-late")
     real.close()
