@@ -11,6 +11,10 @@ say whose time an event costs. A reading takes each group's CPU seconds from psu
 * `benchmark`: this process (publishing, polling, sampling);
 * `rest_of_machine`: the machine's busy time less all of the above: PostgreSQL, Redis and
   whatever else runs on the machine.
+
+`cores_stolen` is the hypervisor's steal time over the phase, in cores: CPU the virtual machine
+wanted and its host gave to another guest. It tells a host that took the CPU away from one
+whose CPU was merely slower (the same work taking longer shows in the groups, not here).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class CpuReading:
     at: float                    # monotonic seconds
     groups: dict[str, float]     # CPU seconds so far, by group
     machine: float               # busy CPU seconds of the whole machine, all cores together
+    stolen: float = 0.0          # the hypervisor's steal seconds, all cores together
 
 
 def _own(times: Any) -> float:
@@ -54,9 +59,11 @@ def _tree(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
 
 
-def machine_busy() -> float:
+def machine_busy() -> tuple[float, float]:
+    """(busy CPU seconds, stolen CPU seconds) of the whole machine so far."""
     times = psutil.cpu_times()
-    return float(sum(getattr(times, name, 0.0) for name in _BUSY))
+    return (float(sum(getattr(times, name, 0.0) for name in _BUSY)),
+            float(getattr(times, "steal", 0.0)))   # Linux only; elsewhere nothing is stolen
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,10 @@ class CpuMeter:
         simulators = sum(_tree(self.simulators)) if self.simulators is not None else 0.0
         # Its own time only: its children are the workers and the simulators.
         benchmark = _own(psutil.Process(self.benchmark).cpu_times())
+        busy, stolen = machine_busy()
         return CpuReading(time.monotonic(), {
             "worker_main": main, "worker_pool": pool, "simulators": simulators,
-            "benchmark": benchmark}, machine_busy())
+            "benchmark": benchmark}, busy, stolen)
 
 
 def cpu_split(spans: Sequence[tuple[CpuReading, CpuReading]], units: int, per: str
@@ -89,9 +97,11 @@ def cpu_split(spans: Sequence[tuple[CpuReading, CpuReading]], units: int, per: s
     machine = max(sum(end.machine - start.machine for start, end in spans), sum(used.values()))
     used["rest_of_machine"] = machine - sum(used.values())
     used["all"] = machine
+    stolen = sum(max(0.0, end.stolen - start.stolen) for start, end in spans)
     return {
         "seconds": round(seconds, 3),
         "cores_busy": round(machine / seconds, 2),
+        "cores_stolen": round(stolen / seconds, 3),
         f"ms_per_{per}": {group: round(value / max(units, 1) * 1000, 3)
                           for group, value in used.items()},
     }

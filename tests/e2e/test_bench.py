@@ -82,6 +82,8 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
         ms = report["cpu"][phase][f"ms_per_{per}"]
         assert ms["all"] == pytest.approx(sum(v for k, v in ms.items() if k != "all"), abs=0.01)
         assert ms["all"] > 0 and report["cpu"][phase]["cores_busy"] > 0, (phase, ms)
+        # The hypervisor's steal time, in cores: none or little, and never busy time.
+        assert 0 <= report["cpu"][phase]["cores_stolen"] < 2, report["cpu"][phase]
     events = report["cpu"]["events"]["ms_per_event"]
     assert events["worker_pool"] > 0 and events["worker_main"] > 0, events
     # The readable form of the same report names the figures.
@@ -91,6 +93,7 @@ def test_a_tiny_bench_reports_every_field_of_a_complete_run(bench_broker: str) -
     assert f"{report['ratio_to_noop']}" in text
     assert f"before the events {before:g}, after {after:g}" in text
     assert f"pool {events['worker_pool']:.2f}" in text and "CPU per no-op task (ms)" in text
+    assert f"({report['cpu']['events']['cores_stolen']} stolen)" in text
     assert f"{report['stalls']['count']} times" in text
     # The run closed every connection it opened on the database it claimed, and released it.
     client = redis.Redis.from_url(bench_broker)

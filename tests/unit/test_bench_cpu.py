@@ -11,8 +11,8 @@ import pytest
 from worker.bench_cpu import GROUPS, CpuMeter, CpuReading, cpu_split
 
 
-def reading(at: float, machine: float, **groups: float) -> CpuReading:
-    return CpuReading(at, {g: groups.get(g, 0.0) for g in GROUPS}, machine)
+def reading(at: float, machine: float, stolen: float = 0.0, **groups: float) -> CpuReading:
+    return CpuReading(at, {g: groups.get(g, 0.0) for g in GROUPS}, machine, stolen)
 
 
 def test_cpu_per_unit_by_group_and_the_rest_of_the_machine() -> None:
@@ -51,6 +51,16 @@ def test_spans_apart_are_added_and_the_time_between_them_is_not_counted() -> Non
     assert split["cores_busy"] == 1.0     # 5 CPU seconds in those 5 s
     assert split["ms_per_task"]["worker_main"] == 7.0     # (1.0 + 2.5) s over 500 tasks
     assert split["ms_per_task"]["rest_of_machine"] == 3.0
+
+
+def test_stolen_time_is_given_in_cores_over_the_spans_and_is_not_busy_time() -> None:
+    before = (reading(0.0, 10.0, stolen=3.0), reading(2.0, 11.0, stolen=3.2))
+    after = (reading(60.0, 200.0, stolen=9.0), reading(63.0, 201.0, stolen=9.8))
+
+    split = cpu_split([before, after], 100, per="task")
+
+    assert split["cores_stolen"] == 0.2   # (0.2 + 0.8) s stolen in 5 s, not the 6.8 s between
+    assert split["cores_busy"] == 0.4     # the busy counter alone: 2 s in 5 s
 
 
 # A stand-in for a prefork worker: it forks a child on request, which spends CPU and exits;

@@ -131,7 +131,8 @@ def result_table(result: dict[str, Any]) -> Table:
             ms = cpu[f"ms_per_{per}"]
             rows.append((f"CPU per {label} (ms)", " · ".join(
                 f"{name} {ms[group]:.2f}" for group, name in CPU_GROUPS.items())
-                + f" · all {ms['all']:.2f} on {cpu['cores_busy']} cores"))
+                + f" · all {ms['all']:.2f} on {cpu['cores_busy']} cores"
+                + f" ({cpu['cores_stolen']} stolen)"))
     for crm, stats in result["rates"].items():
         limit = f" (limit {stats['limit_per_second']:g})" if "limit_per_second" in stats else ""
         rows.append((f"{crm} requests/s average, busiest 1 s{limit}",
