@@ -59,7 +59,7 @@ def _tree(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
 
 
-def machine_busy() -> tuple[float, float]:
+def machine_times() -> tuple[float, float]:
     """(busy CPU seconds, stolen CPU seconds) of the whole machine so far."""
     times = psutil.cpu_times()
     return (float(sum(getattr(times, name, 0.0) for name in _BUSY)),
@@ -80,7 +80,7 @@ class CpuMeter:
         simulators = sum(_tree(self.simulators)) if self.simulators is not None else 0.0
         # Its own time only: its children are the workers and the simulators.
         benchmark = _own(psutil.Process(self.benchmark).cpu_times())
-        busy, stolen = machine_busy()
+        busy, stolen = machine_times()
         return CpuReading(time.monotonic(), {
             "worker_main": main, "worker_pool": pool, "simulators": simulators,
             "benchmark": benchmark}, busy, stolen)

@@ -283,16 +283,24 @@ def _terminate(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
             process.wait()
 
 
-def tree_rss_mb(pids: list[int]) -> float:
-    """Resident memory of the processes and all their children (the prefork pool), in MiB."""
-    total = 0
+def process_trees(pids: list[int]) -> list[psutil.Process]:
+    """The processes and all their descendants (the prefork pool), those still there."""
+    found: list[psutil.Process] = []
     for pid in pids:
         try:
             parent = psutil.Process(pid)
-            for proc in [parent, *parent.children(recursive=True)]:
-                total += proc.memory_info().rss
+            found += [parent, *parent.children(recursive=True)]
         except psutil.Error:
-            continue  # a child recycled between the listing and the read
+            continue
+    return found
+
+
+def tree_rss_mb(pids: list[int]) -> float:
+    """Resident memory of the processes and all their children (the prefork pool), in MiB."""
+    total = 0
+    for proc in process_trees(pids):
+        with suppress(psutil.Error):  # a child recycled between the listing and the read
+            total += proc.memory_info().rss
     return total / 2**20
 
 

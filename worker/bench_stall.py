@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import psutil
+from worker.bench_env import process_trees
 
 STALL_EVERY_SECONDS = 2.0
 
@@ -61,12 +61,12 @@ class Staller:
 
     def _freeze(self) -> None:
         # Listed at each stall: a prefork pool replaces its children.
-        for pid in _trees(self.pids):
+        for proc in process_trees(self.pids):
             try:
-                os.kill(pid, signal.SIGSTOP)
+                os.kill(proc.pid, signal.SIGSTOP)
             except ProcessLookupError:
                 continue
-            self._frozen.append(pid)
+            self._frozen.append(proc.pid)
 
     def _thaw(self) -> None:
         while self._frozen:
@@ -80,13 +80,3 @@ class Staller:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._thaw()
-
-
-def _trees(pids: list[int]) -> list[int]:
-    found = []
-    for pid in pids:
-        try:
-            found += [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
-        except psutil.NoSuchProcess:
-            continue
-    return found
