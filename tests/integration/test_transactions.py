@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from tests.factories import call_events, thread_events
 from worker.adapters import repository as repo
-from worker.adapters.models import ThreadRow
+from worker.adapters.models import CallRow, ThreadRow
 from worker.service import handle_event, utcnow
 
 
@@ -157,3 +157,52 @@ def test_a_batchs_results_are_written_alike_by_the_function_and_the_statements(
                for row in legs_retrying)
     assert {row[2] for row in legs_done} == {"done"}
     assert {row[2] for row in by_function[5]} == {"synced"}   # the calls, at the end
+
+
+HOT_TABLES = ("threads", "calls", "call_legs", "journal", "requests")
+
+
+def _whole_table_reads(conn) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """How often each of the hot path's tables was read whole (a sequential scan), with this
+    backend's own counts flushed first."""
+    from sqlalchemy import text
+
+    conn.execute(text("SELECT pg_stat_force_next_flush()"))
+    conn.commit()   # the flush happens as the backend goes idle
+    conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+    rows = conn.execute(text("SELECT relname, seq_scan FROM pg_stat_user_tables "
+                             "WHERE relname = ANY(:tables)"), {"tables": list(HOT_TABLES)})
+    return {name: int(count) for name, count in rows}
+
+
+@pytest.mark.postgres
+def test_the_hot_path_reads_no_table_whole_on_postgresql(simulators) -> None:
+    """Each statement of an event finds its rows by an index, however young the database: the
+    calls' sync states, saved by a join on the rows the function is given, were planned as a
+    hash of the whole `calls` table, and that plan was kept for the connection's life, so the
+    cost of every release grew with the table. A fresh database, as a new deployment or the
+    benchmark has, is where the planner's guesses are the least informed."""
+    from tests.conftest import PG_ADMIN_URL, sandbox_env
+    from worker.bench_env import fresh_database
+    from worker.bootstrap import build_services
+    from worker.settings import load_settings
+
+    with fresh_database(PG_ADMIN_URL) as url:
+        env = {k.lower(): v for k, v in sandbox_env(simulators, url).items()}
+        # One connection, so that the counts read on it are those of every statement.
+        svc = build_services(load_settings(**env, connection_pool_size=1))
+        try:
+            with svc.engine.connect() as conn:
+                before = _whole_table_reads(conn)
+            for n in range(4):   # threads of one to three calls, every event applied
+                for raw in thread_events(f"scan{n}", consults=n % 3):
+                    handle_event(svc, raw)
+            with svc.engine.connect() as conn:
+                after = _whole_table_reads(conn)
+            with svc.transaction() as s:   # a whole-table read itself, so after the counts
+                synced = {state for (state,) in s.execute(select(CallRow.sync_state))}
+        finally:
+            svc.engine.dispose()
+    assert synced == {"synced"}
+    assert set(before) == set(HOT_TABLES)
+    assert {t: after[t] - before[t] for t in HOT_TABLES} == {t: 0 for t in HOT_TABLES}
