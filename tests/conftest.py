@@ -84,18 +84,22 @@ def sandbox_env(sims, database_url: str, **extra: str) -> dict[str, str]:  # typ
     }
 
 
-@pytest.fixture
-def make_services(simulators, database_url):  # type: ignore[no-untyped-def]
-    """Services wired to the simulators and the database under test, as a worker builds them."""
+def sandbox_services(sims, database_url: str, **overrides: object):  # type: ignore[no-untyped-def]
+    """Services wired to the simulators and `database_url`, as a worker builds them."""
     from worker.bootstrap import build_services
     from worker.settings import load_settings
 
+    env = {k.lower(): v for k, v in sandbox_env(sims, database_url).items()}
+    return build_services(load_settings(**{**env, **overrides}))
+
+
+@pytest.fixture
+def make_services(simulators, database_url):  # type: ignore[no-untyped-def]
+    """Services wired to the simulators and the database under test, as a worker builds them."""
     built = []
 
     def factory(**overrides: object):  # type: ignore[no-untyped-def]
-        env = {k.lower(): v for k, v in sandbox_env(simulators, database_url).items()}
-        env.update({k: v for k, v in overrides.items()})
-        svc = build_services(load_settings(**env))
+        svc = sandbox_services(simulators, database_url, **overrides)
         built.append(svc)
         return svc
 

@@ -182,15 +182,12 @@ def test_the_hot_path_reads_no_table_whole_on_postgresql(simulators) -> None:
     hash of the whole `calls` table, and that plan was kept for the connection's life, so the
     cost of every release grew with the table. A fresh database, as a new deployment or the
     benchmark has, is where the planner's guesses are the least informed."""
-    from tests.conftest import PG_ADMIN_URL, sandbox_env
+    from tests.conftest import PG_ADMIN_URL, sandbox_services
     from worker.bench_env import fresh_database
-    from worker.bootstrap import build_services
-    from worker.settings import load_settings
 
     with fresh_database(PG_ADMIN_URL) as url:
-        env = {k.lower(): v for k, v in sandbox_env(simulators, url).items()}
         # One connection, so that the counts read on it are those of every statement.
-        svc = build_services(load_settings(**env, connection_pool_size=1))
+        svc = sandbox_services(simulators, url, connection_pool_size=1)
         try:
             with svc.engine.connect() as conn:
                 before = _whole_table_reads(conn)
