@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -20,18 +19,10 @@ TABLES = ("requests", "journal", "call_legs", "calls", "threads", "deliveries")
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database of our own on the PostgreSQL server, dropped at the end of the session."""
-    name = f"callsync_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    from worker.adapters.db import upgrade
+    from worker.bench_env import fresh_database
 
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database(PG_ADMIN_URL, prefix="callsync_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

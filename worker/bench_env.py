@@ -148,9 +148,10 @@ def _run_script(url: str, script: str, *args: object) -> object:
 
 
 @contextmanager
-def fresh_database(database_url: str | None) -> Iterator[str]:
+def fresh_database(database_url: str | None, prefix: str = "callsync_bench") -> Iterator[str]:
     """A migrated, empty database for one run: a temp SQLite file, or a new PostgreSQL database
-    on the server `database_url` names (created here, dropped afterwards)."""
+    on the server `database_url` names (created here, dropped afterwards), named `prefix`_<hex>
+    so that whoever looks at the server sees whose it is."""
     if database_url is None or database_url.startswith("sqlite"):
         with tempfile.TemporaryDirectory(prefix="callsync-bench-") as tmp:
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -158,7 +159,7 @@ def fresh_database(database_url: str | None) -> Iterator[str]:
             yield url
         return
     server = make_url(database_url)
-    name = f"callsync_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -185,7 +185,7 @@ def test_the_hot_path_reads_no_table_whole_on_postgresql(simulators) -> None:
     from tests.conftest import PG_ADMIN_URL, sandbox_services
     from worker.bench_env import fresh_database
 
-    with fresh_database(PG_ADMIN_URL) as url:
+    with fresh_database(PG_ADMIN_URL, prefix="callsync_test") as url:
         # One connection, so that the counts read on it are those of every statement.
         svc = sandbox_services(simulators, url, connection_pool_size=1)
         try:
