@@ -106,6 +106,40 @@ def test_sqlalchemys_cursor_events_see_each_statement(engine) -> None:
     assert ("INSERT", False) in seen
 
 
+def test_a_statement_with_columns_is_fetched_without_describing_its_result(
+        engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg builds a Column object per column whenever its cursor's `description` is read:
+    4.6% of a worker's client instructions per event (callgrind, 300 calls in-process). A
+    statement with columns (a SELECT, a RETURNING) always has a result set, so it is fetched
+    without asking; a statement without columns still asks the cursor."""
+    described: list[str] = []
+    if engine.dialect.name == "postgresql":
+        import psycopg
+
+        plain = psycopg.Cursor.description
+
+        def counted(cursor):  # type: ignore[no-untyped-def]
+            described.append(cursor.pgresult.command_status.decode() if cursor.pgresult else "")
+            return plain.fget(cursor)
+
+        monkeypatch.setattr(psycopg.Cursor, "description", property(counted))
+    p = bindparam
+    touch = Prepared(threads_t.update().where(threads_t.c.thread_key == p("key")).values(
+        version=threads_t.c.version + 1).returning(threads_t.c.version), engine.dialect)
+    bump = Prepared(threads_t.update().where(threads_t.c.thread_key == p("key")).values(
+        version=threads_t.c.version + 1), engine.dialect)
+    with engine.begin() as conn:
+        _new_thread(engine.dialect).run(conn, {"key": "t-7", "at": AT})
+        described.clear()   # what connecting asked (SQLAlchemy's set-up) is not this test's
+        assert touch.run(conn, {"key": "t-7"}).all() == [(2,)]
+        missed = touch.run(conn, {"key": "no such thread"})
+        assert (missed.all(), missed.rowcount) == ([], 0)   # a result set with no row
+        changed = bump.run(conn, {"key": "t-7"})
+        assert (changed.all(), changed.rowcount) == ([], 1)
+    if engine.dialect.name == "postgresql":
+        assert described == ["UPDATE 1"]   # only the statement without columns asked
+
+
 def test_a_statement_that_needs_python_side_defaults_is_refused(engine) -> None:
     # ThreadRow.version has a Python-side default: only SQLAlchemy's execution applies it.
     with pytest.raises(ValueError, match="not preparable"):

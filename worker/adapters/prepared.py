@@ -80,6 +80,9 @@ class Prepared:
                 self._binds[name] = processor
         columns = list(getattr(statement, "exported_columns", ()))
         self._row = namedtuple("Row", [c.key for c in columns], rename=True) if columns else None
+        # A statement with columns (a SELECT, a RETURNING) always has a result set to fetch;
+        # asking the cursor instead costs psycopg a Column object per column, every time.
+        self._returns_rows = bool(columns)
         self._results = [(i, processor) for i, c in enumerate(columns)
                          if (processor := c.type.dialect_impl(dialect).result_processor(
                              dialect, None)) is not None]
@@ -109,7 +112,8 @@ class Prepared:
             cursor.execute(self.sql, arguments)
             if events.after_cursor_execute:
                 events.after_cursor_execute(conn, cursor, self.sql, arguments, None, False)
-            rows = self._fetch(cursor) if cursor.description is not None else []
+            returns_rows = self._returns_rows or cursor.description is not None
+            rows = self._fetch(cursor) if returns_rows else []
             return Rows(rows, cursor.rowcount)
         except conn.dialect.loaded_dbapi.Error as error:
             lost = conn.dialect.is_disconnect(error, dbapi_connection, cursor)
