@@ -103,6 +103,18 @@ def test_luhn_valid_card_is_masked(card: str) -> None:
     assert out == f"my card is [card ****{card.replace(' ', '').replace('-', '')[-4:]}], thanks"
 
 
+@pytest.mark.parametrize(("text", "masked"), [
+    ("4111111111111111", "[card ****1111]"),                  # the whole text
+    ("4111111111111111 is mine", "[card ****1111] is mine"),  # at the start
+    ("x4111111111111111y", "x[card ****1111]y"),              # between letters
+    ("94111111111111111", "94111111111111111"),               # a digit before it: one run
+    ("9 4111111111111111", "9 4111111111111111"),             # one space joins them: 17
+    ("9  4111111111111111", "9  [card ****1111]"),            # two do not
+])
+def test_a_card_is_found_wherever_it_starts_and_only_there(text: str, masked: str) -> None:
+    assert redact_text(text) == masked
+
+
 def test_luhn_invalid_16_digits_left_alone() -> None:
     text = "order 4111111111111112 shipped"
     assert redact_text(text) == text
