@@ -1,0 +1,114 @@
+"""The hot path in one process: a figure of callsync's own CPU that the host's noise cannot move.
+
+On a shared virtual machine `callsync bench` moves by 10-15% in CPU per event from one run to
+the next, more than most changes to the code. This runs the service layer over the same plan of
+calls in this process (`handle_event`, what a worker's task runs, with no Celery around it),
+against the simulators in a process of their own and a fresh database, and reports this
+process's CPU per event. Under callgrind it also gives the instructions, which repeat within
+0.3% from run to run whatever else the machine does:
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/cg.out \\
+        .venv/bin/python -m worker.bench_inprocess --calls 100 --database-url URL
+
+Callgrind counts only the measured events (the warm-up, the imports and the set-up are left
+out): instructions per event are the `Collected` total valgrind prints at the end over the
+`events` this prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from worker.adapters.models import CallRow
+from worker.bench_env import SANDBOX_CREDENTIALS, BenchError, SimulatorProcess, fresh_database
+from worker.bench_plan import plan_events
+from worker.domain.plan import CallSync
+
+
+def _under_callgrind() -> bool:
+    return "vgpreload" in os.environ.get("LD_PRELOAD", "")
+
+
+def _callgrind(switch: str) -> None:
+    """Instrumentation on or off for this process (when it runs under callgrind)."""
+    if _under_callgrind() and shutil.which("callgrind_control"):
+        subprocess.run(["callgrind_control", "-i", switch, str(os.getpid())],
+                       check=True, capture_output=True)
+
+
+def run_in_process(calls: int, database_url: str | None, warm_up_threads: int = 10
+                   ) -> dict[str, Any]:
+    """CPU of this process per event over the plan of `calls` calls, less the calls of its
+    first `warm_up_threads` threads, which are run first and not measured."""
+    from worker.bootstrap import build_services
+    from worker.logs import configure_logging
+    from worker.service import handle_event
+    from worker.settings import load_settings
+
+    configure_logging("WARNING")   # as the benchmark's workers run (and, like them, with
+    # prometheus_client's values in memory unless PROMETHEUS_MULTIPROC_DIR is set)
+    plan = plan_events(calls, "inproc")
+    threads = sorted(set(plan.threads.values()))
+    warm = set(threads[:warm_up_threads])
+    warm_up = [e for e in plan.events if plan.threads[e["interaction_id"]] in warm]
+    measured = [e for e in plan.events if plan.threads[e["interaction_id"]] not in warm]
+    if not measured:
+        raise ValueError(f"{calls} calls leave nothing to measure after the warm-up")
+    sims = SimulatorProcess(latency_ms=0.0).start()
+    try:
+        with fresh_database(database_url, prefix="callsync_inproc") as url:
+            credentials = {k.lower(): v for k, v in SANDBOX_CREDENTIALS.items()}
+            svc = build_services(load_settings(
+                **credentials, database_url=url, oracle_base_url=sims.oracle_url,
+                caliq_base_url=sims.caliq_url))
+            try:
+                for event in warm_up:
+                    handle_event(svc, event)
+                _callgrind("on")
+                cpu, wall = time.process_time(), time.perf_counter()
+                for event in measured:
+                    handle_event(svc, event)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                _callgrind("off")
+                _check_synced(svc.engine, plan.calls)
+            finally:
+                svc.engine.dispose()
+    finally:
+        sims.stop()
+    return {"calls": len({e["interaction_id"] for e in measured}), "events": len(measured),
+            "database": "sqlite" if database_url is None else "postgresql",
+            "cpu_ms_per_event": round(1000 * cpu / len(measured), 3),
+            "wall_ms_per_event": round(1000 * wall / len(measured), 3),
+            "callgrind": _under_callgrind()}
+
+
+def _check_synced(engine: Engine, calls: int) -> None:
+    """A figure counts only if every call was synced: failing events cost less."""
+    with engine.connect() as conn:
+        synced = conn.scalar(select(func.count()).select_from(CallRow).where(
+            CallRow.sync_state == CallSync.SYNCED.value))
+    if synced != calls:
+        raise BenchError(f"{synced} of {calls} calls synced: no figure")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--database-url", default=None,
+                        help="A PostgreSQL server (a fresh database is made on it); "
+                             "default: a temporary SQLite file.")
+    args = parser.parse_args(argv)
+    print(json.dumps(run_in_process(args.calls, args.database_url)))
+
+
+if __name__ == "__main__":
+    main()
