@@ -8,7 +8,7 @@ process's CPU per event. Under callgrind it also gives the instructions, which r
 0.3% from run to run whatever else the machine does:
 
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/cg.out \\
-        .venv/bin/python -m worker.bench_inprocess --calls 100 --database-url URL
+        .venv/bin/callsync bench-inprocess --calls 120 --database-url URL
 
 Callgrind counts only the measured events (the warm-up, the imports and the set-up are left
 out): instructions per event are the `Collected` total valgrind prints at the end over the
@@ -17,8 +17,6 @@ out): instructions per event are the `Collected` total valgrind prints at the en
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -98,17 +96,3 @@ def _check_synced(engine: Engine, calls: int) -> None:
             CallRow.sync_state == CallSync.SYNCED.value))
     if synced != calls:
         raise BenchError(f"{synced} of {calls} calls synced: no figure")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=100)
-    parser.add_argument("--database-url", default=None,
-                        help="A PostgreSQL server (a fresh database is made on it); "
-                             "default: a temporary SQLite file.")
-    args = parser.parse_args(argv)
-    print(json.dumps(run_in_process(args.calls, args.database_url)))
-
-
-if __name__ == "__main__":
-    main()

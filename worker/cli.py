@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from worker.commands import ops
-from worker.commands.bench import bench
+from worker.commands.bench import bench, bench_inprocess
 from worker.settings import BaseConfig, SettingsError
 
 cli = typer.Typer(help="callsync: Genesys phone calls into Oracle Fusion Service and Caliq.",
@@ -105,6 +105,7 @@ def demo(
 
 # Commands defined in their own modules register here, one line each.
 cli.command()(bench)
+cli.command("bench-inprocess")(bench_inprocess)
 cli.command()(ops.replay)
 cli.command()(ops.status)
 cli.command()(ops.failures)

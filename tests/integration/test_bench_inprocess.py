@@ -1,5 +1,6 @@
-"""The in-process figure (worker.bench_inprocess): the service layer over the benchmark's plan,
-through real HTTP to the simulators and a fresh database, counted only when every call synced."""
+"""`callsync bench-inprocess` (worker.bench_inprocess): the service layer over the benchmark's
+plan, through real HTTP to the simulators and a fresh database, counted only when every call
+synced."""
 
 from __future__ import annotations
 
@@ -7,22 +8,31 @@ import json
 
 import pytest
 from sqlalchemy import create_engine
+from typer.testing import CliRunner
 
 from tests.conftest import PG_ADMIN_URL
 from worker.bench_env import BenchError, fresh_database
-from worker.bench_inprocess import _check_synced, main
+from worker.bench_inprocess import _check_synced
+from worker.cli import cli
 
 
 @pytest.mark.parametrize("server", [None, pytest.param(PG_ADMIN_URL, marks=pytest.mark.postgres)],
                          ids=["sqlite", "postgresql"])
-def test_the_measured_calls_are_the_plans_less_the_warm_up(
-        server: str | None, capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--calls", "25"] + (["--database-url", server] if server else []))
-    figure = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_the_measured_calls_are_the_plans_less_the_warm_up(server: str | None) -> None:
+    result = CliRunner().invoke(
+        cli, ["bench-inprocess", "--calls", "25"] + (["--database-url", server] if server else []))
+    assert result.exit_code == 0, result.output
+    figure = json.loads(result.stdout.strip().splitlines()[-1])
     # The plan's first 10 threads (1-3 calls each) warm up; every measured call has 3 events.
     assert 0 < figure["calls"] < 25 and figure["events"] == 3 * figure["calls"]
     assert figure["database"] == ("sqlite" if server is None else "postgresql")
     assert figure["cpu_ms_per_event"] > 0 and figure["callgrind"] is False
+
+
+def test_a_plan_too_small_to_measure_is_refused_by_name() -> None:
+    result = CliRunner().invoke(cli, ["bench-inprocess", "--calls", "5"])
+    assert result.exit_code == 1
+    assert "5 calls leave nothing to measure after the warm-up" in result.stderr
 
 
 def test_a_run_whose_calls_did_not_all_sync_gives_no_figure() -> None:

@@ -109,7 +109,7 @@ def test_sqlalchemys_cursor_events_see_each_statement(engine) -> None:
 def test_a_statement_with_columns_is_fetched_without_describing_its_result(
         engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """psycopg builds a Column object per column whenever its cursor's `description` is read:
-    4.6% of a worker's client instructions per event (callgrind, 300 calls in-process). A
+    4.9% of the instructions per event on PostgreSQL (`callsync bench-inprocess`). A
     statement with columns (a SELECT, a RETURNING) always has a result set, so it is fetched
     without asking; a statement without columns still asks the cursor."""
     described: list[str] = []

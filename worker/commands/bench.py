@@ -144,3 +144,24 @@ def result_table(result: dict[str, Any]) -> Table:
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+def bench_inprocess(
+    calls: Annotated[int, Opt(min=1, help="Calls in the plan (each 3 events); those of its "
+                                          "first 10 threads warm up, unmeasured.")] = 120,
+    database_url: Annotated[str | None, Opt(
+        help="PostgreSQL server to use (a fresh database is created and dropped); "
+             "default: a temporary SQLite file.")] = None,
+) -> None:
+    """The service layer alone over the benchmark's plan, in this process: its CPU per event,
+    and under callgrind its instructions (see the README's Performance section)."""
+    from worker.bench_env import BenchError
+    from worker.bench_inprocess import run_in_process
+
+    try:
+        result = run_in_process(calls, database_url)
+    except (BenchError, ValueError) as exc:
+        Console(stderr=True).print(f"[red]benchmark failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    print(json.dumps(result))
+
