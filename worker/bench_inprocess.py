@@ -32,15 +32,14 @@ from worker.bench_plan import plan_events
 from worker.domain.plan import CallSync
 
 
-def _under_callgrind() -> bool:
-    return "vgpreload" in os.environ.get("LD_PRELOAD", "")
-
-
-def _callgrind(switch: str) -> None:
-    """Instrumentation on or off for this process (when it runs under callgrind)."""
-    if _under_callgrind() and shutil.which("callgrind_control"):
-        subprocess.run(["callgrind_control", "-i", switch, str(os.getpid())],
-                       check=True, capture_output=True)
+def _callgrind(switch: str) -> bool:
+    """Instrumentation on or off for this process; False unless it runs under callgrind
+    (valgrind's preload is in the environment and callgrind_control finds this process)."""
+    if "vgpreload" not in os.environ.get("LD_PRELOAD", "") or not shutil.which("callgrind_control"):
+        return False
+    done = subprocess.run(["callgrind_control", "-i", switch, str(os.getpid())],
+                          capture_output=True, check=False)
+    return done.returncode == 0
 
 
 def run_in_process(calls: int, database_url: str | None, warm_up_threads: int = 10
@@ -71,7 +70,7 @@ def run_in_process(calls: int, database_url: str | None, warm_up_threads: int = 
             try:
                 for event in warm_up:
                     handle_event(svc, event)
-                _callgrind("on")
+                counted = _callgrind("on")
                 cpu, wall = time.process_time(), time.perf_counter()
                 for event in measured:
                     handle_event(svc, event)
@@ -86,7 +85,7 @@ def run_in_process(calls: int, database_url: str | None, warm_up_threads: int = 
             "database": "sqlite" if database_url is None else "postgresql",
             "cpu_ms_per_event": round(1000 * cpu / len(measured), 3),
             "wall_ms_per_event": round(1000 * wall / len(measured), 3),
-            "callgrind": _under_callgrind()}
+            "callgrind": counted}
 
 
 def _check_synced(engine: Engine, calls: int) -> None:
