@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
 from worker import bench_check as check
-from worker.adapters.models import CallRow, JournalRow, LegRow, RequestRow
+from worker.adapters.models import JournalRow, LegRow, RequestRow
 from worker.adapters.ratelimit import default_burst
 from worker.bench_cpu import CpuMeter, CpuReading, cpu_split
 from worker.bench_env import (
@@ -39,11 +39,12 @@ from worker.bench_env import (
     WorkerFleet,
     claim_broker,
     fresh_database,
+    synced_calls,
 )
 from worker.bench_plan import Plan, plan_events
 from worker.bench_stall import Staller
 from worker.celery_app import QUEUE
-from worker.domain.plan import CallSync, LegState
+from worker.domain.plan import LegState
 from worker.mapping.transcript import parse_transcript
 from worker.publishing import publish_event
 
@@ -242,9 +243,7 @@ def measure_calls(publisher: Celery, engine: Engine, plan: Plan, fleet: WorkerFl
         f"({len(set(plan.threads.values()))} threads, order={config.order})")
 
     def synced() -> int:
-        with engine.connect() as conn:
-            return int(conn.scalar(select(func.count()).select_from(CallRow)
-                                   .where(CallRow.sync_state == CallSync.SYNCED.value)) or 0)
+        return synced_calls(engine)
 
     sampler = Sampler(fleet.pids(), synced).start()
     staller = (Staller(fleet.pids(), config.stall_ms / 1000).start()

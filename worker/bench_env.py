@@ -25,10 +25,12 @@ from urllib.parse import urlsplit
 
 import psutil
 import redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import Engine, make_url
 
 from worker.adapters.db import upgrade
+from worker.adapters.models import CallRow
+from worker.domain.plan import CallSync
 
 REPO = Path(__file__).resolve().parent.parent
 SANDBOX_CREDENTIALS = {
@@ -171,6 +173,13 @@ def fresh_database(database_url: str | None, prefix: str = "callsync_bench") -> 
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def synced_calls(engine: Engine) -> int:
+    """How many calls the run's database holds as synced: what a run waits for and checks."""
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(CallRow)
+                               .where(CallRow.sync_state == CallSync.SYNCED.value)) or 0)
 
 
 @dataclass

@@ -23,13 +23,16 @@ import subprocess
 import time
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from worker.adapters.models import CallRow
-from worker.bench_env import SANDBOX_CREDENTIALS, BenchError, SimulatorProcess, fresh_database
+from worker.bench_env import (
+    SANDBOX_CREDENTIALS,
+    BenchError,
+    SimulatorProcess,
+    fresh_database,
+    synced_calls,
+)
 from worker.bench_plan import plan_events
-from worker.domain.plan import CallSync
 
 
 def _callgrind(switch: str) -> bool:
@@ -90,8 +93,6 @@ def run_in_process(calls: int, database_url: str | None, warm_up_threads: int = 
 
 def _check_synced(engine: Engine, calls: int) -> None:
     """A figure counts only if every call was synced: failing events cost less."""
-    with engine.connect() as conn:
-        synced = conn.scalar(select(func.count()).select_from(CallRow).where(
-            CallRow.sync_state == CallSync.SYNCED.value))
+    synced = synced_calls(engine)
     if synced != calls:
         raise BenchError(f"{synced} of {calls} calls synced: no figure")

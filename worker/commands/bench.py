@@ -164,4 +164,3 @@ def bench_inprocess(
         Console(stderr=True).print(f"[red]benchmark failed:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
     print(json.dumps(result))
-
