@@ -12,7 +12,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -96,7 +96,8 @@ class Services:
 
     @contextmanager
     def statements(self) -> Iterator[Connection]:
-        """Statements each of which is safe on its own (`atomic` groups those that are not).
+        """Statements each of which is safe on its own: what must commit together is one
+        statement (on PostgreSQL a function of several, worker.adapters.pg_function).
 
         On PostgreSQL each commits by itself (autocommit): a transaction of one statement
         costs its BEGIN and COMMIT, two round trips that cost as much as the statement (see
@@ -126,22 +127,6 @@ class Services:
             finally:
                 with contextlib.suppress(Exception):   # a connection just lost cannot be set
                     raw.autocommit = False
-
-    @contextmanager
-    def atomic(self, s: Connection) -> Iterator[Connection]:
-        """One transaction for what follows, inside `statements` on PostgreSQL; within a
-        transaction already (SQLite's, or any other), that one."""
-        raw = s.connection.dbapi_connection if s.dialect.name == "postgresql" else None
-        if raw is None or not raw.autocommit:
-            yield s
-            return
-        raw.autocommit = False
-        try:
-            with s.begin():
-                yield s
-        finally:
-            with contextlib.suppress(Exception):
-                raw.autocommit = True
 
     @contextmanager
     def one_connection(self) -> Iterator[None]:
@@ -224,8 +209,8 @@ def _report_received(received: Received) -> None:
 # the lease back, so an event that needs no request costs one transaction in all (journal,
 # claim, read, release) and every step one more (its result, and the release after the last).
 # On PostgreSQL the first of these is statements each committed alone (Services.statements):
-# the journal with its claim, the read, and the release, which is a transaction of its own
-# only when it also writes the calls' sync states.
+# the journal with its claim and read, and the release with the calls' sync states. A release
+# refused because events arrived renews the lease and reads the thread again in its own call.
 
 
 @dataclass
@@ -293,37 +278,31 @@ def _read_claimed(svc: Services, s: repo.Db, claim: repo.Claim,
 
 def _release_if_idle(svc: Services, s: repo.Db, lease: _Lease) -> bool:
     """When no step is due now, store the calls' sync states and give the lease back, unless
-    events arrived since the thread was read: then read it again and look once more.
+    events arrived since the thread was read: then look again at the thread as read anew.
 
     False when the lease turns out lost; the caller lets its transaction commit first.
     """
     while next_step(lease.thread, svc.clock()) is None:
-        now = svc.clock()
         # The release and the sync states it makes final commit together: once the lease is
         # back, another worker may drive the thread, and a state from this read must not land
-        # after that worker's. Alone, the release is a transaction by itself. Threads before
-        # calls, the lock order of every transaction (no deadlocks).
-        together = svc.atomic(s) if repo.sync_states_changed(lease.thread) else nullcontext(s)
-        with together:
-            released = repo.release_thread(s, lease.claim, lease.version)
-            if released:
-                repo.save_sync_states(s, lease.thread, now)
-                lease.released = True
-                return True
-        # An event arrived since the read. The sync states are not written from this read:
-        # the new event may have given a call work again. Read again and look once more.
-        if not _look_again(svc, s, lease):
-            return False
+        # after that worker's. An event that arrived since the read may have given a call work
+        # again: no state is written from this read then, and the thread is read again.
+        found = repo.release_or_read_again(s, lease.thread, lease.claim, lease.version,
+                                           svc.clock(), svc.lease)
+        if not _take(lease, found) or lease.released:
+            return lease.released
     return True
 
 
-def _look_again(svc: Services, s: repo.Db, lease: _Lease) -> bool:
-    """After a release refused because events arrived: keep the lease and read the thread
-    again. False when the lease turns out lost."""
-    if not repo.renew_lease(s, lease.claim, svc.clock(), svc.lease):
+def _take(lease: _Lease, found: repo.Release) -> bool:
+    """What a release found: the lease given back, or kept with the thread as read again.
+    False when the lease turns out lost."""
+    if found.released:
+        lease.released = True
+    elif found.thread is not None:
+        lease.thread, lease.version = found.thread, found.version
+    else:
         return False
-    lease.version = repo.thread_version(s, lease.claim.thread_key)
-    lease.thread = repo.load_thread(s, lease.claim.thread_key)
     return True
 
 
@@ -412,15 +391,13 @@ def _run_steps(svc: Services, lease: _Lease, first: Step) -> tuple[bool, int]:
     # statements each safe alone, as after the journal.
     with svc.statements() as s:
         # The steps' results are kept even if the lease was lost: the requests were made.
-        held, released = repo.save_step_and_release(
+        held, found = repo.save_step_and_release(
             s, thread, call, {leg: (o.error_kind, o.request_id) for leg, o in outcomes.items()},
-            requests, now=now, holder=None if last else lease.claim,
-            lease_until=now + svc.lease,
+            requests, now=now, lease=svc.lease, holder=None if last else lease.claim,
             top_level_changed=top_level != (thread.top_level_id, thread.top_level_call_id),
             release=lease.claim if last else None, version=lease.version)
-        lease.released = released
-        if last and not released:   # an event arrived since the read, or the lease was lost
-            held = _look_again(svc, s, lease) and _release_if_idle(svc, s, lease)
+        if last:   # refused: an event arrived since the read (then look again), or lease lost
+            held = _take(lease, found) and (lease.released or _release_if_idle(svc, s, lease))
     lease.answer_unsaved = False
     return held, count
 

@@ -1,4 +1,5 @@
-"""A batch of steps' results and the release after it, as one PostgreSQL function call.
+"""A batch of steps' results and the release after it, as one PostgreSQL function call; and a
+release alone, as another.
 
 The same writes as repository.save_step followed by repository.release_thread and
 repository.save_sync_states, in the same order (threads before calls, the one lock order):
@@ -7,18 +8,25 @@ and the calls' sync states if the release happened. They run in autocommit as on
 (Services.statements), so the batch costs one round trip instead of some seven with its BEGIN
 and COMMIT (docs/performance-history.md).
 
+A release refused because events arrived since the thread was read keeps the lease: the same
+call then renews it and reads the thread again (repository.renew_lease, thread_version and
+load_thread, sent one by one on SQLite). Under a burst a third of the events found their
+thread's release refused so, and those three statements were three round trips more each.
+
 A batch has one to three legs and requests and any number of calls to write, so the rows
 travel as JSON arrays and each statement reads them with `jsonb_to_recordset`: one function
 for every shape of batch. A part that is not wanted gets no rows, or a false flag in its WHERE.
 Each part is a SQLAlchemy statement over the tables, compiled by worker.adapters.pg_function.
-The release is the repository's own compare-and-set; the others restate its statements in this
-form, so a test (tests/integration/test_transactions.py) runs the same events through both, a
-failed request among them, and compares every row they leave.
+The release, the renewal, the version and the thread's read are the repository's own
+statements; the others restate its statements in this form, so a test
+(tests/integration/test_transactions.py) runs the same events through both, a failed request
+among them, and compares every row they leave.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Boolean, Integer, Table, bindparam, case, column, func, select, update
@@ -27,7 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 from worker.adapters.models import calls_t, legs_t, requests_t, threads_t
-from worker.adapters.pg_function import Part, PgFunction
+from worker.adapters.pg_function import Part, PgFunction, Then
 
 SYNC_COLUMNS = ("interaction_id", "sync_state", "status")   # status: as the thread was read
 
@@ -58,10 +66,51 @@ def _sync_from(name: str, *condition: Any) -> Any:
     ).values(sync_state=rows.c.sync_state, updated_at=bindparam("now"))
 
 
-def save_results_function(dialect: Dialect, release: Any, leg_values: Sequence[str],
-                          request_values: Sequence[str]) -> PgFunction:
-    """`release`: the repository's own compare-and-set release (held and unmoved), which the
-    function runs only when asked to."""
+@dataclass(frozen=True)
+class LeaseStatements:
+    """The repository's statements that end a drive: `release` (a compare-and-set: the lease
+    held and the thread unmoved), `renew` (held: extend it), the thread's `version`, and the
+    whole thread's read (`thread_rows`)."""
+
+    release: Any
+    renew: Any
+    version: Any
+    thread_rows: Any
+
+
+def _release_parts(lease: LeaseStatements, *wanted: Any) -> list[Part]:
+    """The release (when `wanted` holds) with the calls' sync states it makes final; refused
+    while the lease is still held, the renewal and the version to read the thread at."""
+    p = bindparam
+    released = p("released", type_=Integer)
+    return [
+        Part(lease.release.where(*wanted), rows="released"),
+        Part(_sync_from("release_sync", released == 1), feed={"released": "released"},
+             rows="release_synced"),
+        Part(lease.renew.where(*wanted, released == 0), feed={"released": "released"},
+             rows="renewed"),
+        Part(lease.version.where(p("renewed", type_=Integer) == 1), into=("current_version",),
+             feed={"renewed": "renewed"}, strict=False),
+    ]
+
+
+def _read_again(lease: LeaseStatements) -> Then:
+    """The thread's rows after the outputs' row, when the lease was renewed."""
+    return Then(lease.thread_rows, when=bindparam("renewed", type_=Integer) == 1,
+                feed={"renewed": "renewed"})
+
+
+def release_function(dialect: Dialect, lease: LeaseStatements) -> PgFunction:
+    """A release with nothing else to save: give the lease back and store the calls' sync
+    states, or renew it and read the thread again."""
+    return PgFunction("callsync_release", _release_parts(lease), dialect,
+                      then=_read_again(lease))
+
+
+def save_results_function(dialect: Dialect, lease: LeaseStatements,
+                          leg_values: Sequence[str], request_values: Sequence[str]
+                          ) -> PgFunction:
+    """The steps' writes, then, when asked to (`release`), what release_function does."""
     p = bindparam
     leg_names = ("interaction_id", "leg", *leg_values)
     legs_in = rows_of("legs", legs_t, leg_names)
@@ -89,7 +138,5 @@ def save_results_function(dialect: Dialect, release: Any, leg_values: Sequence[s
         Part(top_level, into=("lease_owner",), strict=False),
         Part(_sync_from("step_sync"), rows="step_synced"),
         Part(new_requests, rows="requests_written"),
-        Part(release.where(p("release", type_=Boolean)), rows="released"),
-        Part(_sync_from("release_sync", p("released", type_=Integer) == 1),
-             feed={"released": "released"}, rows="release_synced"),
-    ], dialect)
+        *_release_parts(lease, p("release", type_=Boolean)),
+    ], dialect, then=_read_again(lease))

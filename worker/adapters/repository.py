@@ -49,7 +49,7 @@ from worker.adapters.models import (
     threads_t,
 )
 from worker.adapters.pg_function import Part, PgFunction, Then
-from worker.adapters.pg_step import save_results_function
+from worker.adapters.pg_step import LeaseStatements, release_function, save_results_function
 from worker.adapters.prepared import Prepared, PreparedRows, RowBinds
 from worker.domain.events import PhoneCallEvent, Status, merge_events
 from worker.domain.plan import LEGS, CallState, CallSync, Leg, LegState, ThreadState
@@ -244,11 +244,16 @@ class _Statements:
             "thread": "thread_key", "holder": "lease_owner", "bumped_version": "version",
             "call_thread": "call_thread",
         })) if dialect.name == "postgresql" else None
-        # And a batch of steps' results with the release after it (save_step_and_release).
+        # And a batch of steps' results with the release after it (save_step_and_release), and
+        # a release alone (release_or_read_again): each, when the release is refused because
+        # events arrived, renews the lease and reads the thread again in the same round trip.
+        lease = LeaseStatements(self.release, self.renew, self.version, self.thread_rows)
+        postgres = dialect.name == "postgresql"
         self.save_results = save_results_function(
-            dialect, self.release, LEG_VALUES, REQUEST_VALUES,
-        ) if dialect.name == "postgresql" else None
-        self.functions = tuple(f for f in (self.accept, self.save_results) if f is not None)
+            dialect, lease, LEG_VALUES, REQUEST_VALUES) if postgres else None
+        self.release_or_read = release_function(dialect, lease) if postgres else None
+        self.functions = tuple(f for f in (self.accept, self.save_results, self.release_or_read)
+                               if f is not None)
         for name in PREPARED:
             setattr(self, name, Prepared(getattr(self, name), dialect))
 
@@ -399,6 +404,57 @@ def release_thread(session: Db, claim: Claim, version: int) -> bool:
                                   "seen_version": version}).rowcount == 1
 
 
+@dataclass(frozen=True)
+class Release:
+    """What a release found. `released`: the lease is given back. Refused because events
+    arrived since the thread was read: the lease is renewed, and `thread` is the thread read
+    again, at `version`. Refused with no thread: the lease is lost (it expired, and another
+    worker took the thread over)."""
+
+    released: bool
+    thread: ThreadState | None = field(default=None, repr=False)
+    version: int = 0
+
+
+def release_or_read_again(session: Db, thread: ThreadState, claim: Claim, version: int,
+                          now: datetime, lease: timedelta) -> Release:
+    """Give the lease back and store the calls' sync states (one transaction: once the lease
+    is back, another worker may drive the thread, and no state of this read may land after
+    its own), unless an event arrived since `version` was read: then keep the lease and read
+    the thread again. On PostgreSQL one function call (worker.adapters.pg_step)."""
+    conn, sql = _run(session)
+    if sql.release_or_read is None:
+        if release_thread(session, claim, version):
+            save_sync_states(session, thread, now)
+            return Release(True)
+        return _read_again(session, claim, now, lease)
+    release_sync = _changed_sync(thread.calls.values())
+    out, rows = sql.release_or_read.run_with_rows(conn, {
+        "thread": thread.key, "owner": claim.owner, "seen_version": version,
+        "release_sync": _sync_rows(release_sync), "now": now, "expires": now + lease,
+    })
+    return _release_found(thread.key, out, rows, release_sync)
+
+
+def _read_again(session: Db, claim: Claim, now: datetime, lease: timedelta) -> Release:
+    """After a refused release: renew the lease and read the thread again, unless it is lost."""
+    if not renew_lease(session, claim, now, lease):
+        return Release(False)
+    version = thread_version(session, claim.thread_key)
+    return Release(False, load_thread(session, claim.thread_key), version)
+
+
+def _release_found(thread_key: str, out: Any, rows: list[Any],
+                   release_sync: list[tuple[CallState, CallSync]]) -> Release:
+    """What a release function (worker.adapters.pg_step) returned, as a Release."""
+    if out.released == 1:
+        _mark_synced(release_sync, out.release_synced)
+        return Release(True)
+    if out.renewed == 1:
+        return Release(False, thread_from_rows(thread_key, rows), int(out.current_version))
+    return Release(False)
+
+
 def abandon_lease(session: Db, claim: Claim) -> None:
     """Give the lease back after an error, so a retry need not wait for it to expire."""
     conn, sql = _run(session)
@@ -499,44 +555,42 @@ def save_step_and_release(
     session: Db, thread: ThreadState, call: CallState,
     legs: Mapping[str, tuple[str | None, str | None]],
     requests: Sequence[tuple[str, RequestRecord]], *, now: datetime,
-    holder: Claim | None = None, lease_until: datetime | None = None,
-    top_level_changed: bool = True, release: Claim | None = None, version: int = 0,
-) -> tuple[bool, bool]:
-    """save_step, then with `release` give its lease back unless an event arrived since
-    `version` was read, and store the calls' sync states if it was given back.
+    lease: timedelta, holder: Claim | None = None, top_level_changed: bool = True,
+    release: Claim | None = None, version: int = 0,
+) -> tuple[bool, Release]:
+    """save_step (the `holder`'s lease extended by `lease`), then with `release` what
+    release_or_read_again does.
 
-    Returns (the lease still held, as save_step says; released). On PostgreSQL one call of a
-    function (worker.adapters.pg_step) makes the same writes in the same order.
+    Returns (the lease still held, as save_step says; what the release found: not released
+    when none was asked for). On PostgreSQL one call of a function (worker.adapters.pg_step)
+    makes the same writes in the same order.
     """
     conn, sql = _run(session)
     if sql.save_results is None:
         held = save_step(session, thread, call, legs, requests, now=now, holder=holder,
-                         lease_until=lease_until, top_level_changed=top_level_changed)
-        released = release is not None and release_thread(session, release, version)
-        if released:
-            save_sync_states(session, thread, now)
-        return held, released
+                         lease_until=now + lease, top_level_changed=top_level_changed)
+        if release is None:
+            return held, Release(False)
+        return held, release_or_read_again(session, thread, release, version, now, lease)
     write_top_level = holder is not None or top_level_changed
     step_sync = _changed_sync([call]) if write_top_level else []
     # Written by the step's own part already (or not at all: then the call moved on, and the
     # thread's version with it, so the release does not happen).
     release_sync = [(c, state) for c, state in _changed_sync(thread.calls.values())
                     if not (step_sync and c is call)]
-    out = sql.save_results.run(conn, {
+    out, rows = sql.save_results.run_with_rows(conn, {
         "legs": _json_rows(_leg_rows(call, legs, now)),
         "requests": _json_rows(_request_rows(call, requests, now)),
         "thread": thread.key, "write_top_level": write_top_level,
         "top_level_id": thread.top_level_id, "top_level_call": thread.top_level_call_id,
-        "holder": holder.owner if holder else None, "expires": lease_until, "now": now,
+        "holder": holder.owner if holder else None, "expires": now + lease, "now": now,
         "step_sync": _sync_rows(step_sync),
         "release": release is not None, "owner": release.owner if release else None,
         "seen_version": version, "release_sync": _sync_rows(release_sync),
     })
     _mark_synced(step_sync, out.step_synced)
-    released = out.released == 1
-    if released:
-        _mark_synced(release_sync, out.release_synced)
-    return holder is None or out.lease_owner == holder.owner, released
+    held = holder is None or out.lease_owner == holder.owner
+    return held, _release_found(thread.key, out, rows, release_sync)
 
 
 def _leg_rows(call: CallState, legs: Mapping[str, tuple[str | None, str | None]],
@@ -583,11 +637,6 @@ def save_sync_states(session: Db, thread: ThreadState, now: datetime) -> None:
     """Store each call's sync state where it changed (a call whose event needed no step)."""
     conn, sql = _run(session)
     _save_sync(conn, sql, thread.calls.values(), now)
-
-
-def sync_states_changed(thread: ThreadState) -> bool:
-    """Whether save_sync_states would write anything."""
-    return bool(_changed_sync(thread.calls.values()))
 
 
 def _changed_sync(calls: Iterable[CallState]) -> list[tuple[CallState, CallSync]]:
@@ -663,8 +712,8 @@ def threads_due(session: Session, now: datetime, quiet_for: timedelta, limit: in
 
 
 __all__ = [
-    "LEGS", "Claim", "RequestRecord", "accept_event", "claim_thread", "journal_rejected",
-    "load_thread", "release_thread", "renew_lease", "save_step", "save_step_and_release",
-    "save_sync_states",
-    "sync_states_changed", "thread_of", "thread_version", "threads_due",
+    "LEGS", "Claim", "Release", "RequestRecord", "accept_event", "claim_thread",
+    "journal_rejected", "load_thread", "release_or_read_again", "release_thread", "renew_lease",
+    "save_step", "save_step_and_release", "save_sync_states", "thread_of", "thread_version",
+    "threads_due",
 ]
