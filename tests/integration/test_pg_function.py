@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Integer, bindparam, exc, select, update
+from sqlalchemy import Boolean, Integer, bindparam, exc, select, update
 
 from tests.factories import call_events, thread_events
 from tests.postgres import backend_pid, kill_backend
@@ -213,3 +213,34 @@ def test_a_function_ends_with_its_read_only_when_its_condition_holds(engine, run
             assert first.version == 3 and first.key_read is None
             assert [(r.version, r.key_read, r.lease_owner) for r in rows] == [
                 (None, f"then{run}", None)]
+
+
+def test_a_part_runs_only_when_its_condition_holds(engine, run: str) -> None:
+    """A guarded part that has nothing to do is not run (its outputs stay NULL), and its
+    condition may read what an earlier part returned."""
+    threads_t = ThreadRow.__table__
+    bump = update(threads_t).where(threads_t.c.thread_key == bindparam("key")).values(
+        version=threads_t.c.version + 1).returning(threads_t.c.version)
+    function = PgFunction("callsync_test_guarded", [
+        Part(bump, into=("first",), when=bindparam("go", type_=Boolean), strict=False),
+        Part(bump, into=("second",), feed={"seen": "first"}, strict=False,
+             when=bindparam("seen", type_=Integer) == 2),
+    ], engine.dialect)
+    _journal(engine, call_events(f"guard{run}")[:1], owner="w")
+
+    def version(conn) -> int:  # type: ignore[no-untyped-def]
+        return conn.scalar(select(ThreadRow.version).where(ThreadRow.thread_key == f"guard{run}"))
+
+    with engine.connect() as conn:
+        function.install(conn.connection.dbapi_connection)
+        with conn.begin():
+            out = function.run(conn, {"key": f"guard{run}", "go": False})
+            assert (out.first, out.second) == (None, None)   # neither ran
+            assert version(conn) == 1
+        with conn.begin():
+            out = function.run(conn, {"key": f"guard{run}", "go": True})
+            assert (out.first, out.second) == (2, 3)         # the first's 2 let the second run
+        with conn.begin():
+            out = function.run(conn, {"key": f"guard{run}", "go": True})
+            assert (out.first, out.second) == (4, None)
+            assert version(conn) == 4

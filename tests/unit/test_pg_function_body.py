@@ -119,3 +119,17 @@ def test_a_read_after_the_statements_is_returned_after_the_outputs_row() -> None
 def test_a_read_that_cannot_follow_the_statements_is_refused(then, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=message):
         PgFunction("r", [Part(_new_thread(), into=("key", "version"))], PG, then=then)
+
+
+def test_a_guarded_part_is_wrapped_in_its_condition() -> None:
+    function = PgFunction("f", [
+        Part(_new_thread(), into=("key", "version")),
+        Part(_mark_calls(), into=("call",), feed={"key": "key", "seen": "version"},
+             when=bindparam("seen", type_=Integer) > 1, strict=False),
+    ], PG)
+    _, second = function.statements
+    body = function.create_sql
+    guarded = f"IF o_version::INTEGER > 1::INTEGER THEN\n{second}\nINTO o_call;\nEND IF;"
+    assert guarded in body
+    assert body.index("INTO STRICT o_key, o_version;") < body.index(guarded)
+    assert function.arguments == ("key", "now")   # the condition's parameter is fed, not taken

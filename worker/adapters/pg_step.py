@@ -15,7 +15,8 @@ thread's release refused so, and those three statements were three round trips m
 
 A batch has one to three legs and requests and any number of calls to write, so the rows
 travel as JSON arrays and each statement reads them with `jsonb_to_recordset`: one function
-for every shape of batch. A part that is not wanted gets no rows, or a false flag in its WHERE.
+for every shape of batch. A part that is not wanted (no rows, a false flag, a release that
+happened or did not) is not run: most calls need four or five of their nine statements.
 Each part is a SQLAlchemy statement over the tables, compiled by worker.adapters.pg_function.
 The release, the renewal, the version and the thread's read are the repository's own
 statements; the others restate its statements in this form, so a test
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, Table, bindparam, case, column, func, select, update
+from sqlalchemy import Boolean, Integer, Table, and_, bindparam, case, column, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -46,7 +47,7 @@ def rows_of(name: str, table: Table, names: Sequence[str]) -> Any:
         *(column(n, table.c[n].type) for n in names)).render_derived(name=name, with_types=True)
 
 
-def _sync_from(name: str, *condition: Any) -> Any:
+def _sync_from(name: str) -> Any:
     """Each call's sync state from the rows, unless it holds it already or an event moved the
     call past the status read (repository.save_sync's rule).
 
@@ -62,7 +63,7 @@ def _sync_from(name: str, *condition: Any) -> Any:
     return update(calls_t).where(
         calls_t.c.thread_key == bindparam("thread"),
         calls_t.c.interaction_id == rows.c.interaction_id,
-        calls_t.c.sync_state != rows.c.sync_state, calls_t.c.status <= rows.c.status, *condition,
+        calls_t.c.sync_state != rows.c.sync_state, calls_t.c.status <= rows.c.status,
     ).values(sync_state=rows.c.sync_state, updated_at=bindparam("now"))
 
 
@@ -78,19 +79,23 @@ class LeaseStatements:
     thread_rows: Any
 
 
-def _release_parts(lease: LeaseStatements, *wanted: Any) -> list[Part]:
+def _has_rows(name: str) -> Any:
+    """The JSON array argument `name` holds a row."""
+    return func.jsonb_array_length(bindparam(name, type_=JSONB)) > 0
+
+
+def _release_parts(lease: LeaseStatements, wanted: Any = None) -> list[Part]:
     """The release (when `wanted` holds) with the calls' sync states it makes final; refused
     while the lease is still held, the renewal and the version to read the thread at."""
     p = bindparam
     released = p("released", type_=Integer)
     return [
-        Part(lease.release.where(*wanted), rows="released"),
-        Part(_sync_from("release_sync", released == 1), feed={"released": "released"},
-             rows="release_synced"),
-        Part(lease.renew.where(*wanted, released == 0), feed={"released": "released"},
-             rows="renewed"),
-        Part(lease.version.where(p("renewed", type_=Integer) == 1), into=("current_version",),
-             feed={"renewed": "renewed"}, strict=False),
+        Part(lease.release, rows="released", when=wanted),
+        Part(_sync_from("release_sync"), feed={"released": "released"}, rows="release_synced",
+             when=and_(released == 1, _has_rows("release_sync"))),
+        Part(lease.renew, feed={"released": "released"}, rows="renewed", when=released == 0),
+        Part(lease.version, into=("current_version",), feed={"renewed": "renewed"},
+             strict=False, when=p("renewed", type_=Integer) == 1),
     ]
 
 
@@ -121,9 +126,7 @@ def save_results_function(dialect: Dialect, lease: LeaseStatements,
         set_={name: new_legs.excluded[name] for name in leg_values})
     # The top-level is saved whoever holds the lease now (the request was made); the lease is
     # extended only for `holder`, and the owner returned says whether that is still us.
-    top_level = update(threads_t).where(
-        threads_t.c.thread_key == p("thread"), p("write_top_level", type_=Boolean),
-    ).values(
+    top_level = update(threads_t).where(threads_t.c.thread_key == p("thread")).values(
         top_level_interaction_id=p("top_level_id"), top_level_call_id=p("top_level_call"),
         updated_at=p("now"),
         lease_expires_at=case((threads_t.c.lease_owner == p("holder"),
@@ -134,9 +137,10 @@ def save_results_function(dialect: Dialect, lease: LeaseStatements,
     new_requests = postgresql.insert(requests_t).from_select(
         list(request_values), select(*(requests_in.c[n] for n in request_values)))
     return PgFunction("callsync_save_results", [
-        Part(upsert_legs, rows="legs_written"),
-        Part(top_level, into=("lease_owner",), strict=False),
-        Part(_sync_from("step_sync"), rows="step_synced"),
-        Part(new_requests, rows="requests_written"),
+        Part(upsert_legs, rows="legs_written", when=_has_rows("legs")),
+        Part(top_level, into=("lease_owner",), strict=False,
+             when=p("write_top_level", type_=Boolean)),
+        Part(_sync_from("step_sync"), rows="step_synced", when=_has_rows("step_sync")),
+        Part(new_requests, rows="requests_written", when=_has_rows("requests")),
         *_release_parts(lease, p("release", type_=Boolean)),
     ], dialect, then=_read_again(lease))
