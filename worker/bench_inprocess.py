@@ -13,6 +13,10 @@ process's CPU per event. Under callgrind it also gives the instructions, which r
 Callgrind counts only the measured events (the warm-up, the imports and the set-up are left
 out): instructions per event are the `Collected` total valgrind prints at the end over the
 `events` this prints.
+
+On a PostgreSQL server of this machine it also gives the server's CPU per event: that of the
+backends serving this run's database over the measured events (`server_cpu_ms_per_event`;
+null for SQLite, or a server elsewhere). The benchmark's workers share their cores with it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ import subprocess
 import time
 from typing import Any
 
+import psutil
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from worker.bench_env import (
     SANDBOX_CREDENTIALS,
@@ -73,12 +80,14 @@ def run_in_process(calls: int, database_url: str | None, warm_up_threads: int = 
             try:
                 for event in warm_up:
                     handle_event(svc, event)
+                server = _server_cpu(url)
                 counted = _callgrind("on")
                 cpu, wall = time.process_time(), time.perf_counter()
                 for event in measured:
                     handle_event(svc, event)
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 _callgrind("off")
+                server_cpu = _server_cpu_since(url, server)
                 _check_synced(svc.engine, plan.calls)
             finally:
                 svc.engine.dispose()
@@ -87,8 +96,39 @@ def run_in_process(calls: int, database_url: str | None, warm_up_threads: int = 
     return {"calls": len({e["interaction_id"] for e in measured}), "events": len(measured),
             "database": "sqlite" if database_url is None else "postgresql",
             "cpu_ms_per_event": round(1000 * cpu / len(measured), 3),
+            "server_cpu_ms_per_event": (None if server_cpu is None
+                                        else round(1000 * server_cpu / len(measured), 3)),
             "wall_ms_per_event": round(1000 * wall / len(measured), 3),
             "callgrind": counted}
+
+
+def _server_cpu(url: str) -> dict[int, float] | None:
+    """CPU seconds of each PostgreSQL backend serving `url`'s database (this probe's own
+    connection aside), when the server runs on this machine; None otherwise."""
+    if not url.startswith("postgresql"):
+        return None
+    probe = create_engine(url, poolclass=NullPool)
+    try:
+        with probe.connect() as conn:
+            pids = conn.scalars(text(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).all()
+    finally:
+        probe.dispose()
+    try:
+        return {pid: sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids}
+    except psutil.Error:   # a server elsewhere (or a backend that just ended)
+        return None
+
+
+def _server_cpu_since(url: str, before: dict[int, float] | None) -> float | None:
+    """The backends' CPU seconds since `before`; None if one of them ended meanwhile."""
+    if before is None:
+        return None
+    after = _server_cpu(url)
+    if after is None or not before.keys() <= after.keys():
+        return None
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def _check_synced(engine: Engine, calls: int) -> None:

@@ -27,6 +27,9 @@ def test_the_measured_calls_are_the_plans_less_the_warm_up(server: str | None) -
     assert 0 < figure["calls"] < 25 and figure["events"] == 3 * figure["calls"]
     assert figure["database"] == ("sqlite" if server is None else "postgresql")
     assert figure["cpu_ms_per_event"] > 0 and figure["callgrind"] is False
+    # The server's CPU only where there is a server, here on this machine.
+    server_cpu = figure["server_cpu_ms_per_event"]
+    assert server_cpu is None if server is None else server_cpu > 0
 
 
 def test_a_plan_too_small_to_measure_is_refused_by_name() -> None:
