@@ -289,8 +289,10 @@ def _release_if_idle(svc: Services, s: repo.Db, lease: _Lease) -> bool:
         # again: no state is written from this read then, and the thread is read again.
         found = repo.release_or_read_again(s, lease.thread, lease.claim, lease.version,
                                            svc.clock(), svc.lease)
-        if not _take(lease, found) or lease.released:
-            return lease.released
+        if not _take(lease, found):
+            return False
+        if lease.released:
+            return True
     return True
 
 

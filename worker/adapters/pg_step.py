@@ -99,7 +99,7 @@ def _release_parts(lease: LeaseStatements, wanted: Any = None) -> list[Part]:
     ]
 
 
-def _read_again(lease: LeaseStatements) -> Then:
+def _thread_when_renewed(lease: LeaseStatements) -> Then:
     """The thread's rows after the outputs' row, when the lease was renewed."""
     return Then(lease.thread_rows, when=bindparam("renewed", type_=Integer) == 1,
                 feed={"renewed": "renewed"})
@@ -109,7 +109,7 @@ def release_function(dialect: Dialect, lease: LeaseStatements) -> PgFunction:
     """A release with nothing else to save: give the lease back and store the calls' sync
     states, or renew it and read the thread again."""
     return PgFunction("callsync_release", _release_parts(lease), dialect,
-                      then=_read_again(lease))
+                      then=_thread_when_renewed(lease))
 
 
 def save_results_function(dialect: Dialect, lease: LeaseStatements,
@@ -143,4 +143,4 @@ def save_results_function(dialect: Dialect, lease: LeaseStatements,
         Part(_sync_from("step_sync"), rows="step_synced", when=_has_rows("step_sync")),
         Part(new_requests, rows="requests_written", when=_has_rows("requests")),
         *_release_parts(lease, p("release", type_=Boolean)),
-    ], dialect, then=_read_again(lease))
+    ], dialect, then=_thread_when_renewed(lease))
