@@ -27,7 +27,7 @@ from worker.adapters import repository as repo
 from worker.adapters.caliq import CaliqClient
 from worker.adapters.http import ErrorKind, Recorder, RemoteError
 from worker.adapters.oracle import OracleClient
-from worker.domain.events import EventError, validate_event
+from worker.domain.events import EventError, Status, validate_event
 from worker.domain.plan import (
     CallState,
     Leg,
@@ -168,9 +168,10 @@ class Received:
 
 def _journal_event(
     svc: Services, s: repo.Db, raw: Any, *, source: str, task_id: str | None
-) -> tuple[Received, repo.Claim | None, str]:
+) -> tuple[Received, repo.Claim | None, str, ThreadState | None]:
     """Journal the event (always); for a valid one record its call and thread, and claim the
-    thread unless another worker holds it. Returns the payload as journaled, too."""
+    thread unless another worker holds it (or the event takes no lease, see _TAKES_NO_LEASE).
+    Returns the payload as journaled, and a thread left unclaimed as the event left it."""
     structlog.contextvars.unbind_contextvars("interaction_id", "thread", "leg")
     payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
     try:
@@ -182,12 +183,22 @@ def _journal_event(
                           else f"event: not valid JSON ({exc.msg})")
         repo.journal_rejected(s, payload=payload, error=error, source=source,
                               task_id=task_id, interaction_id=call_id, now=svc.clock())
-        return Received("rejected", interaction_id=call_id, error=error), None, payload
-    outcome, thread_key, claim = repo.accept_event(
+        return Received("rejected", interaction_id=call_id, error=error), None, payload, None
+    outcome, thread_key, claim, unclaimed = repo.accept_event(
         s, event, payload=payload, source=source, task_id=task_id, now=svc.clock(),
-        owner=svc.new_owner(), lease=svc.lease)
+        owner=svc.new_owner(), lease=svc.lease,
+        take_lease=event.status not in _TAKES_NO_LEASE)
     received = Received(outcome, thread_key, event.interaction_id, status=event.status.name)
-    return received, claim, payload
+    return received, claim, payload, unclaimed
+
+
+# An IN_PROCESS event says only that a call goes on: unless it is its call's first event, it
+# gives its thread no work, and a thread that needs nothing need not be claimed and given back
+# (a round trip each on PostgreSQL). Its worker journals it without taking the lease and looks
+# at the thread as the journal left it; only a thread that turns out to need something is then
+# claimed and read, as drive_thread does. Safe either way: the event moved the thread's
+# version, so whoever holds the lease or takes it next sees the event.
+_TAKES_NO_LEASE = frozenset({Status.IN_PROCESS})
 
 
 def _report_received(received: Received) -> None:
@@ -338,13 +349,16 @@ def _drive(svc: Services, lease: _Lease | None, result: Driven) -> Driven:
             with contextlib.suppress(Exception), svc.connection_transaction() as s:
                 repo.abandon_lease(s, lease.claim)
         raise
-    result.retry_at = min(
-        (leg.next_attempt_at for call in lease.thread.calls.values()
-         for leg in call.legs.values()
-         if leg.state is LegState.RETRY and leg.next_attempt_at is not None),
-        default=None,
-    )
+    result.retry_at = _retry_at(lease.thread)
     return result
+
+
+def _retry_at(thread: ThreadState) -> datetime | None:
+    """The earliest back-off that ends, if any leg waits for one."""
+    return min((leg.next_attempt_at for call in thread.calls.values()
+                for leg in call.legs.values()
+                if leg.state is LegState.RETRY and leg.next_attempt_at is not None),
+               default=None)
 
 
 # Steps that may follow another of the same call in one batch: sent one after the other, their
@@ -591,8 +605,8 @@ def handle_event(
         # Each statement safe alone: the journal's commits the event and the claim, whatever
         # happens next; the read is of a thread this claim holds.
         with _giving_back(svc, claims), svc.statements() as s:
-            received, claim, payload = _journal_event(svc, s, raw, source=source,
-                                                      task_id=task_id)
+            received, claim, payload, unclaimed = _journal_event(svc, s, raw, source=source,
+                                                                 task_id=task_id)
             lease = None
             if claim is not None and received.interaction_id is not None:
                 claims.append(claim)
@@ -600,6 +614,11 @@ def handle_event(
         _report_received(received)
         if received.thread_key is None:
             return received, None
+        if unclaimed is not None:
+            if next_step(unclaimed, svc.clock()) is None and not repo.sync_states_changed(
+                    unclaimed):
+                return received, Driven(received.thread_key, retry_at=_retry_at(unclaimed))
+            return received, drive_thread(svc, received.thread_key)
         return received, _drive(svc, lease, Driven(received.thread_key))
 
 

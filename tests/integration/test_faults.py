@@ -488,7 +488,7 @@ def test_a_call_first_seen_twice_at_once_under_two_threads_is_read_back(make_ser
         assert racer.is_alive()                        # blocked behind the winner
         tx.commit()
     racer.join(10)
-    _, thread_key, claim = results[0]
+    _, thread_key, claim, _ = results[0]
     assert (thread_key, claim.version, claim.fresh) == ("thread-y", 1, False)
     with svc.connection_transaction() as conn:
         assert repo.load_thread(conn, "thread-y").calls == {}

@@ -235,19 +235,61 @@ def test_an_event_costs_one_transaction_plus_one_per_batch_of_steps(make_service
     # legs together); a batch of steps: its legs, thread and requests (3), but the last batch
     # writes the thread only if its top-level changed, and the release (1) rides with the last
     # transaction; a call's state is saved where it changed.
+    # An IN_PROCESS that gives its thread no work takes no lease: no release either.
     # PostgreSQL: the journal's three statements and the thread's read are one function call,
     # and a batch's results with its release another; each of those and a lone release
     # commit by themselves (no BEGIN, no COMMIT).
     if engine.dialect.name == "postgresql":
         assert cost(new) == (0, 2, 1, 1)         # journal, results: a new thread is not read
-        assert cost(in_process) == (0, 2, 1, 0)  # journal with the read, release
+        assert cost(in_process) == (0, 1, 1, 0)  # journal with the read, and nothing to do
         assert cost(stopped) == (0, 2, 1, 3)     # journal with the read, end + phoneCall + Caliq
         assert cost(stopped) == (0, 2, 1, 0)     # a duplicate: nothing sent or changed
     else:
         assert cost(new) == (2, 8, 1, 1)
-        assert cost(in_process) == (1, 5, 1, 0)
+        assert cost(in_process) == (1, 4, 1, 0)
         assert cost(stopped) == (2, 8, 1, 3)
         assert cost(stopped) == (1, 5, 1, 0)
+
+
+def _lease_owner(svc, thread_key: str):  # type: ignore[no-untyped-def]
+    from worker.adapters.models import ThreadRow
+
+    with svc.transaction() as s:
+        return s.scalar(select(ThreadRow.lease_owner).where(ThreadRow.thread_key == thread_key))
+
+
+def test_an_in_process_that_needs_nothing_takes_no_lease_and_one_that_does_is_driven(
+        make_services, simulators):
+    """IN_PROCESS takes no lease unless its thread turns out to need something: as its call's
+    first event it creates the interaction all the same; after a failed create, once the
+    back-off has passed, it drives the retry; before, it only says when the retry is due."""
+    from datetime import timedelta
+
+    from worker.service import utcnow
+
+    svc = make_services()
+    first, _, _ = call_events("ip-first")
+    _, in_process_first, _ = call_events("ip-first")
+    _, driven = handle_event(svc, in_process_first)   # before its NEW: the interaction is due
+    assert driven is not None and driven.steps == 1 and not driven.busy
+    assert list(by_media_item(crm_state(simulators)[0])) == ["ip-first"]
+    assert _lease_owner(svc, "ip-first") is None
+    _, driven = handle_event(svc, first)              # NEW after: a no-op, as before
+    assert driven is not None and driven.steps == 0
+
+    new, in_process, _ = call_events("ip-retry")
+    SimulatorAdmin(simulators.oracle_url).set_faults(
+        [{"method": "POST", "path": r"/interactions$", "action": "503", "times": 1}])
+    _, failed = handle_event(svc, new)
+    assert failed is not None and failed.retry_at is not None   # a back-off, the create to do
+    _, waiting = handle_event(svc, in_process)
+    assert waiting is not None and waiting.steps == 0 and waiting.retry_at == failed.retry_at
+    assert _lease_owner(svc, "ip-retry") is None                # read, not claimed
+    svc.clock = lambda: utcnow() + timedelta(hours=1)           # the back-off has passed
+    _, driven = handle_event(svc, in_process)                   # a duplicate, all the same
+    assert driven is not None and driven.steps == 1 and driven.retry_at is None
+    assert "ip-retry" in by_media_item(crm_state(simulators)[0])
+    assert _lease_owner(svc, "ip-retry") is None
 
 
 def test_a_step_is_kept_when_the_lease_was_taken_over_meanwhile(make_services, simulators):
@@ -292,7 +334,7 @@ def test_a_threads_first_event_stands_for_the_thread_without_reading_it_back(mak
     new = call_events("first", thread_id="first-thread")[0]
     payload = json.dumps(new)
     with svc.connection_transaction() as s:
-        _, key, claim = repo.accept_event(
+        _, key, claim, _ = repo.accept_event(
             s, validate_event(new), payload=payload, source="test", task_id=None, now=utcnow(),
             owner="me.1", lease=timedelta(seconds=30))
         assert claim is not None and claim.version == 1 and claim.fresh

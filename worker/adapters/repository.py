@@ -231,8 +231,9 @@ class _Statements:
         # of them (worker.adapters.pg_function), created on every connection (install_functions).
         # It ends with the thread's read when the claim is this event's and the thread holds
         # more than the event (accept_event's `fresh`): the drive needs no other round trip.
+        # `owner` NULL: the event takes no lease, and the thread is read if nobody holds it.
         claimed_and_not_fresh = and_(
-            p("holder", type_=String) == p("owner"),
+            p("holder", type_=String).is_not_distinct_from(p("owner")),
             not_(and_(p("bumped_version", type_=Integer) == 1,
                       p("call_thread", type_=String) == p("thread"))))
         self.accept = PgFunction("callsync_accept", [
@@ -325,18 +326,21 @@ def journal_rejected(
 
 def accept_event(
     session: Db, event: PhoneCallEvent, *, payload: str, source: str,
-    task_id: str | None, now: datetime, owner: str, lease: timedelta,
-) -> tuple[str, str, Claim | None]:
-    """Journal a valid event, make its call and thread exist, and claim the thread for `owner`.
+    task_id: str | None, now: datetime, owner: str, lease: timedelta, take_lease: bool = True,
+) -> tuple[str, str, Claim | None, ThreadState | None]:
+    """Journal a valid event, make its call and thread exist, and claim the thread for `owner`
+    (with `take_lease` False, only a lease that expired: its holder died).
 
-    Returns the journal outcome, the call's thread and the claim (None: another worker holds a
-    live lease and will see this event). The outcome is `duplicate` (the same event seen
-    before), `stale` (its status is behind the call's) or `accepted`. Either way the thread's
-    version moves, so whoever holds its lease looks again.
+    Returns the journal outcome, the call's thread, the claim (None: another worker holds a
+    live lease and will see this event, or none was taken) and, when no lease was taken and
+    none is held, the thread as it is with this event in it. The outcome is `duplicate` (the
+    same event seen before), `stale` (its status is behind the call's) or `accepted`. Either
+    way the thread's version moves, so whoever holds its lease, or takes it next, sees it.
     """
     conn, sql = _run(session)
     journaled = {
-        "call": event.interaction_id, "thread": event.thread_key, "owner": owner, "now": now,
+        "call": event.interaction_id, "thread": event.thread_key,
+        "owner": owner if take_lease else None, "now": now,
         "expires": now + lease, "new_status": int(event.status), "from": source,
         "task": task_id, "event_thread": event.thread_key, "fingerprint": event.fingerprint(),
         "body": payload,
@@ -356,13 +360,20 @@ def accept_event(
         outcome = sql.journal_event.run(conn, journaled).scalar_one()
     thread_key = thread.thread_key
     params = {"thread": thread_key, "owner": owner, "now": now, "expires": now + lease}
-    if thread.lease_owner == owner:
-        fresh = thread.version == 1 and call_thread == thread_key
+    fresh = thread.version == 1 and call_thread == thread_key
+    if take_lease and thread.lease_owner == owner:
         return outcome, thread_key, Claim(thread_key, owner, int(thread.version),
-                                          took_over=False, fresh=fresh, read=read)
+                                          took_over=False, fresh=fresh, read=read), None
     if thread.lease_expires_at is not None and thread.lease_expires_at < now:
-        return outcome, thread_key, _take_over(conn, sql, params)
-    return outcome, thread_key, None
+        return outcome, thread_key, _take_over(conn, sql, params), None
+    if take_lease or thread.lease_owner is not None:
+        return outcome, thread_key, None, None
+    # Free, and left free: the thread as this event left it (read by PostgreSQL's function).
+    if fresh:
+        read = first_event_thread(thread_key, event.interaction_id, payload)
+    elif read is None:
+        read = load_thread(session, thread_key)
+    return outcome, thread_key, None, read
 
 
 def thread_of(session: Db, call_id: str) -> str | None:
@@ -639,6 +650,11 @@ def save_sync_states(session: Db, thread: ThreadState, now: datetime) -> None:
     _save_sync(conn, sql, thread.calls.values(), now)
 
 
+def sync_states_changed(thread: ThreadState) -> bool:
+    """Whether a release would write any call's sync state."""
+    return bool(_changed_sync(thread.calls.values()))
+
+
 def _changed_sync(calls: Iterable[CallState]) -> list[tuple[CallState, CallSync]]:
     return [(call, state) for call in calls
             if (state := call.sync_state()) is not call.stored_sync]
@@ -714,6 +730,6 @@ def threads_due(session: Session, now: datetime, quiet_for: timedelta, limit: in
 __all__ = [
     "LEGS", "Claim", "Release", "RequestRecord", "accept_event", "claim_thread",
     "journal_rejected", "load_thread", "release_or_read_again", "release_thread", "renew_lease",
-    "save_step", "save_step_and_release", "save_sync_states", "thread_of", "thread_version",
-    "threads_due",
+    "save_step", "save_step_and_release", "save_sync_states", "sync_states_changed", "thread_of",
+    "thread_version", "threads_due",
 ]
