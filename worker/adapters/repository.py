@@ -339,9 +339,10 @@ def accept_event(
     """
     conn, sql = _run(session)
     journaled = {
-        "call": event.interaction_id, "thread": event.thread_key,
-        "owner": owner if take_lease else None, "now": now,
-        "expires": now + lease, "new_status": int(event.status), "from": source,
+        "call": event.interaction_id, "thread": event.thread_key, "now": now,
+        # No owner: a free lease stays free (and gets no expiry), a held one stays held.
+        "owner": owner if take_lease else None, "expires": now + lease if take_lease else None,
+        "new_status": int(event.status), "from": source,
         "task": task_id, "event_thread": event.thread_key, "fingerprint": event.fingerprint(),
         "body": payload,
     }
