@@ -603,7 +603,7 @@ def handle_event(
     claims: list[repo.Claim] = []
     with svc.one_connection():
         # Each statement safe alone: the journal's commits the event and the claim, whatever
-        # happens next; the read is of a thread this claim holds.
+        # happens next; the read is of a thread this claim holds, or that nobody holds.
         with _giving_back(svc, claims), svc.statements() as s:
             received, claim, payload, unclaimed = _journal_event(svc, s, raw, source=source,
                                                                  task_id=task_id)

@@ -251,14 +251,6 @@ def test_an_event_costs_one_transaction_plus_one_per_batch_of_steps(make_service
         assert cost(stopped) == (1, 5, 1, 0)
 
 
-def _lease(svc, thread_key: str):  # type: ignore[no-untyped-def]
-    from worker.adapters.models import ThreadRow
-
-    with svc.transaction() as s:
-        return tuple(s.execute(select(ThreadRow.lease_owner, ThreadRow.lease_expires_at)
-                               .where(ThreadRow.thread_key == thread_key)).one())
-
-
 def test_an_in_process_that_needs_nothing_takes_no_lease_and_one_that_does_is_driven(
         make_services, simulators):
     """IN_PROCESS takes no lease unless its thread turns out to need something: as its call's
@@ -266,6 +258,7 @@ def test_an_in_process_that_needs_nothing_takes_no_lease_and_one_that_does_is_dr
     back-off has passed, it drives the retry; before, it only says when the retry is due."""
     from datetime import timedelta
 
+    from tests.integration.test_transactions import lease_of
     from worker.service import utcnow
 
     svc = make_services()
@@ -274,7 +267,7 @@ def test_an_in_process_that_needs_nothing_takes_no_lease_and_one_that_does_is_dr
     _, driven = handle_event(svc, in_process_first)   # before its NEW: the interaction is due
     assert driven is not None and driven.steps == 1 and not driven.busy
     assert list(by_media_item(crm_state(simulators)[0])) == ["ip-first"]
-    assert _lease(svc, "ip-first") == (None, None)
+    assert lease_of(svc, "ip-first") == (None, None)
     _, driven = handle_event(svc, first)              # NEW after: a no-op, as before
     assert driven is not None and driven.steps == 0
 
@@ -285,12 +278,12 @@ def test_an_in_process_that_needs_nothing_takes_no_lease_and_one_that_does_is_dr
     assert failed is not None and failed.retry_at is not None   # a back-off, the create to do
     _, waiting = handle_event(svc, in_process)
     assert waiting is not None and waiting.steps == 0 and waiting.retry_at == failed.retry_at
-    assert _lease(svc, "ip-retry") == (None, None)              # read, not claimed
+    assert lease_of(svc, "ip-retry") == (None, None)              # read, not claimed
     svc.clock = lambda: utcnow() + timedelta(hours=1)           # the back-off has passed
     _, driven = handle_event(svc, in_process)                   # a duplicate, all the same
     assert driven is not None and driven.steps == 1 and driven.retry_at is None
     assert "ip-retry" in by_media_item(crm_state(simulators)[0])
-    assert _lease(svc, "ip-retry") == (None, None)
+    assert lease_of(svc, "ip-retry") == (None, None)
 
 
 def test_a_step_is_kept_when_the_lease_was_taken_over_meanwhile(make_services, simulators):

@@ -81,10 +81,11 @@ def test_statements_inside_a_transaction_join_it(make_services, simulators, data
     assert owner_seen_elsewhere(database_url, "joined") is None
 
 
-def _lease(svc, thread_key: str):  # type: ignore[no-untyped-def]
+def lease_of(svc, thread_key: str):  # type: ignore[no-untyped-def]
+    """The thread's lease owner and expiry, as committed."""
     with svc.transaction() as s:
-        return s.execute(select(ThreadRow.lease_owner, ThreadRow.lease_expires_at)
-                         .where(ThreadRow.thread_key == thread_key)).one()
+        return tuple(s.execute(select(ThreadRow.lease_owner, ThreadRow.lease_expires_at)
+                               .where(ThreadRow.thread_key == thread_key)).one())
 
 
 def test_a_refused_release_renews_the_lease_and_reads_the_thread_again(make_services,
@@ -123,11 +124,11 @@ def test_a_refused_release_renews_the_lease_and_reads_the_thread_again(make_serv
         assert found.thread == repo.load_thread(s, "again")
         assert found.version == repo.thread_version(s, "again")
     assert set(found.thread.calls) == {"again", "again-c1"}
-    assert _lease(svc, "again") == ("holder", now + lease)   # kept, and renewed
+    assert lease_of(svc, "again") == ("holder", now + lease)   # kept, and renewed
 
     with svc.statements() as s:   # nothing arrived since this read: given back
         given_back = repo.release_or_read_again(s, found.thread, held, found.version, now, lease)
-    assert given_back == repo.Release(True) and _lease(svc, "again") == (None, None)
+    assert given_back == repo.Release(True) and lease_of(svc, "again") == (None, None)
 
     # After a batch of steps' results, the same in the same call.
     with svc.statements() as s:
@@ -142,13 +143,13 @@ def test_a_refused_release_renews_the_lease_and_reads_the_thread_again(make_serv
     assert len(sent) == 1 or not one_trip, sent
     assert not found.released and found.thread is not None
     assert found.thread.calls["again-c1"].status.name == "IN_PROCESS"
-    assert _lease(svc, "again") == ("batch", now + lease)
+    assert lease_of(svc, "again") == ("batch", now + lease)
 
     # A lease that expired and was taken over is lost: nothing is renewed or read.
     with svc.statements() as s:
         assert repo.claim_thread(s, "again", "heir", now + 2 * lease, lease) is not None
         lost = repo.release_or_read_again(s, found.thread, held, found.version, now, lease)
-    assert lost == repo.Release(False) and _lease(svc, "again")[0] == "heir"
+    assert lost == repo.Release(False) and lease_of(svc, "again")[0] == "heir"
 
 
 def _rows(svc, prefix: str):  # type: ignore[no-untyped-def]
