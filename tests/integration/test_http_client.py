@@ -7,6 +7,7 @@ adapter (see worker.adapters.http). These tests hold it to what requests itself 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -158,3 +159,49 @@ def test_a_request_through_a_proxy_is_looked_up_by_requests(
     adapter = client.session.get_adapter(server.url)
     assert adapter._pools == {}
     assert [seen["path"].startswith("http://") for seen in server.seen] == [True, True]
+
+
+def test_a_response_is_what_requests_itself_builds(server: Recorder) -> None:
+    ours = _client(server).request("POST", "interactions", json_body={"a": 1})
+    theirs = requests.post(f"{server.url}/crmRestApi/resources/11.13.18.05/interactions",
+                           json={"a": 1}, headers=HEADERS, timeout=2)
+    for name in ("status_code", "url", "reason", "encoding", "content"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert dict(ours.headers) == {**dict(theirs.headers), "Date": ours.headers["Date"]}
+    assert ours.request.url == ours.url
+
+
+def test_both_schemes_pool_connections_that_send_head_and_body_together(
+        server: Recorder) -> None:
+    from worker.adapters.http import OneSendHTTPConnectionPool, OneSendHTTPSConnectionPool
+
+    adapter = _client(server).session.get_adapter(server.url)
+    assert isinstance(adapter.poolmanager.connection_from_url(server.url),
+                      OneSendHTTPConnectionPool)
+    assert isinstance(adapter.poolmanager.connection_from_url("https://crm.example"),
+                      OneSendHTTPSConnectionPool)
+
+
+def test_the_server_reads_a_whole_request_in_its_first_read() -> None:
+    """On a real socket: head and body reach the server together, not in two segments."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    reads: list[bytes] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            reads.append(connection.recv(65536))
+            connection.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 2\r\n\r\n{}")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    body = {"MediaItemId": "0001KaC1A0AE00A1", "Description": "x" * 600}
+    client = JsonHttp("oracle", f"http://127.0.0.1:{listener.getsockname()[1]}",
+                      timeout=(2, 2), headers=HEADERS)
+    assert client.request("POST", "interactions", json_body=body).status_code == 201
+    thread.join(timeout=5)
+    listener.close()
+    head, _, rest = reads[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /interactions HTTP/1.1")
+    assert json.loads(rest) == body

@@ -18,6 +18,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from worker import metrics
 from worker.adapters.repository import RequestRecord
@@ -82,6 +85,48 @@ def make_session(root: str, pool_size: int = 32) -> requests.Session:
     return session
 
 
+class OneSendHTTPConnection(HTTPConnection):
+    """urllib3 writes a request's head, then its body, in two sends: two TCP segments (two TLS
+    records) and, at the server, often two wake-ups for one request. A body given as bytes, as
+    every JSON write here is, now leaves with its head in one send. Anything else (a stream, a
+    chunked body) is sent as urllib3 sends it."""
+
+    _held: bytes | None = None   # b"": hold the next send (the head); then the head itself
+
+    def request(self, method: str, url: str, body: Any = None, headers: Any = None,
+                **kwargs: Any) -> None:
+        if not isinstance(body, bytes) or kwargs.get("chunked"):
+            super().request(method, url, body=body, headers=headers, **kwargs)
+            return
+        self._held = b""
+        try:
+            super().request(method, url, body=body, headers=headers, **kwargs)
+            if self._held:   # an empty body is not sent: the head goes alone
+                super().send(self._held)
+        finally:
+            self._held = None
+
+    def send(self, data: Any) -> None:
+        if self._held is not None and isinstance(data, bytes):
+            if not self._held:
+                self._held = data    # the head: it waits for the body
+                return
+            data, self._held = self._held + data, None
+        super().send(data)
+
+
+class OneSendHTTPSConnection(OneSendHTTPConnection, HTTPSConnection):
+    pass
+
+
+class OneSendHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = OneSendHTTPConnection
+
+
+class OneSendHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = OneSendHTTPSConnection
+
+
 class PoolPerOriginAdapter(HTTPAdapter):
     """requests' HTTPAdapter, with a connection pool looked up once per origin (scheme, host and
     port) and TLS settings. requests parses the URL and rebuilds the pool's key on every request
@@ -96,9 +141,35 @@ class PoolPerOriginAdapter(HTTPAdapter):
         super().__init__(*args, **kwargs)
         self._pools: dict[tuple[str, str, str], Any] = {}
 
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": OneSendHTTPConnectionPool, "https": OneSendHTTPSConnectionPool}
+
     def close(self) -> None:
         self._pools.clear()
         super().close()
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
+        """The path, as requests gives it without a proxy, without parsing the URL twice
+        more to find out that there is none."""
+        if proxies:
+            return str(super().request_url(request, proxies))
+        return str(request.path_url)
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        """requests' Response, without reading the answer's cookies into a jar: JsonHttp sends
+        no cookie (it bypasses Session.send), so none would ever be used."""
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(resp.headers)
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url.decode() if isinstance(req.url, bytes) else str(req.url)
+        response.request = req
+        response.connection = self
+        return response
 
     def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any,
                                         proxies: Any = None, cert: Any = None) -> Any:
