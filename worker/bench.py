@@ -56,7 +56,7 @@ class BenchConfig:
     calls: int = 2000
     workers: int = 1
     pool: str = "prefork"
-    concurrency: int = 2
+    concurrency: int = 4                     # what the Procfile and compose deploy
     prefetch_multiplier: int = 1
     database_url: str | None = None          # None: a temporary SQLite file
     broker_url: str = "redis://127.0.0.1:6379/12"

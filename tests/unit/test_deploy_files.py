@@ -126,3 +126,19 @@ def test_dockerfile_sets_the_multiprocess_metrics_dir_and_mappings():
     assert "CALLSYNC_MAPPINGS_DIR=/app/mappings" in text
     assert "COPY mappings" in text
     assert re.search(r"^USER \w+", text, re.M)   # not root
+
+
+def test_the_benchmark_measures_the_concurrency_that_is_deployed():
+    """`callsync bench` with no --concurrency runs the pool the Procfile and compose start."""
+    import inspect
+
+    from worker.bench import BenchConfig
+    from worker.commands.bench import bench
+
+    procfile = (REPO / "Procfile").read_text()
+    deployed = re.search(r"--concurrency \$\{WORKER_CONCURRENCY:-(\d+)\}", procfile)
+    assert deployed is not None
+    worker = command("worker")
+    compose = int(default(worker[worker.index("--concurrency") + 1]))
+    cli = inspect.signature(bench).parameters["concurrency"].default
+    assert int(deployed.group(1)) == compose == cli == BenchConfig.concurrency

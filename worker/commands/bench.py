@@ -22,7 +22,8 @@ def bench(
     workers: Annotated[int, Opt(min=1, help="Worker processes.")] = 1,
     pool: Annotated[str, Opt(
         help="Celery pool: prefork, threads, gevent, eventlet or solo.")] = "prefork",
-    concurrency: Annotated[int, Opt(min=1, help="Pool size of each worker.")] = 2,
+    concurrency: Annotated[int, Opt(
+        min=1, help="Pool size of each worker; 4, as the Procfile and compose run it.")] = 4,
     prefetch_multiplier: Annotated[int, Opt(
         min=1, help="Messages each worker reserves per pool slot.")] = 1,
     database_url: Annotated[str | None, Opt(
