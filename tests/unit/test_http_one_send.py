@@ -48,7 +48,7 @@ def test_an_empty_body_sends_the_head_alone_and_nothing_is_kept_for_the_next() -
     sock = RecordingSocket()
     connection = _connection(sock)
     connection.request("POST", "/a", body=b"")
-    assert connection._held is None
+    assert connection._head is None and not connection._hold_head
     _connection(sock).request("PATCH", "/b", body=b"{}")
     first, second = sock.sent
     assert first.startswith(b"POST /a ") and b"Content-Length: 0\r\n" in first
@@ -71,7 +71,7 @@ def test_a_failed_send_holds_nothing_back() -> None:
     connection = _connection(sock)
     with pytest.raises(ConnectionResetError):
         connection.request("POST", "/a", body=b"{}")
-    assert connection._held is None
+    assert connection._head is None and not connection._hold_head
     sock.fail = False
     _connection(sock).request("POST", "/b", body=b"[]")   # urllib3 drops a failed connection
     [sent] = sock.sent

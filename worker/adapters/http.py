@@ -91,27 +91,28 @@ class OneSendHTTPConnection(HTTPConnection):
     every JSON write here is, now leaves with its head in one send. Anything else (a stream, a
     chunked body) is sent as urllib3 sends it."""
 
-    _held: bytes | None = None   # b"": hold the next send (the head); then the head itself
+    _hold_head = False           # set while a request whose body is bytes is being written
+    _head: bytes | None = None   # that request's head, waiting for its body
 
     def request(self, method: str, url: str, body: Any = None, headers: Any = None,
                 **kwargs: Any) -> None:
         if not isinstance(body, bytes) or kwargs.get("chunked"):
             super().request(method, url, body=body, headers=headers, **kwargs)
             return
-        self._held = b""
+        self._hold_head = True
         try:
             super().request(method, url, body=body, headers=headers, **kwargs)
-            if self._held:   # an empty body is not sent: the head goes alone
-                super().send(self._held)
+            if self._head is not None:   # urllib3 sends no empty body: the head goes alone
+                super().send(self._head)
         finally:
-            self._held = None
+            self._hold_head, self._head = False, None
 
     def send(self, data: Any) -> None:
-        if self._held is not None and isinstance(data, bytes):
-            if not self._held:
-                self._held = data    # the head: it waits for the body
+        if self._hold_head and isinstance(data, bytes):
+            if self._head is None:
+                self._head = data
                 return
-            data, self._held = self._held + data, None
+            data, self._head, self._hold_head = self._head + data, None, False
         super().send(data)
 
 
@@ -143,6 +144,7 @@ class PoolPerOriginAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
+        # A proxy's manager (requests' proxy_manager_for) keeps urllib3's own connections.
         self.poolmanager.pool_classes_by_scheme = {
             "http": OneSendHTTPConnectionPool, "https": OneSendHTTPSConnectionPool}
 
