@@ -26,8 +26,10 @@ class RecordingSocket:
         self.sent.append(bytes(data))
 
 
-def _connection(sock: RecordingSocket) -> OneSendHTTPConnection:
-    connection = OneSendHTTPConnection("crm.example", 80)
+def _connection(sock: RecordingSocket,
+                kind: type[OneSendHTTPConnection] = OneSendHTTPConnection
+                ) -> OneSendHTTPConnection:
+    connection = kind("crm.example")
     connection.sock = sock  # type: ignore[assignment]
     return connection
 
@@ -81,7 +83,5 @@ def test_a_failed_send_holds_nothing_back() -> None:
 def test_the_https_connection_sends_the_same_way() -> None:
     assert issubclass(OneSendHTTPSConnection, OneSendHTTPConnection)
     sock = RecordingSocket()
-    connection = OneSendHTTPSConnection("crm.example", 443)
-    connection.sock = sock  # type: ignore[assignment]
-    connection.request("POST", "/x", body=b"{}")
+    _connection(sock, OneSendHTTPSConnection).request("POST", "/x", body=b"{}")
     assert len(sock.sent) == 1
